@@ -1,0 +1,82 @@
+"""Options shared by several commands, declared once."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import click
+
+
+class BandsType(click.ParamType):
+    """``3,2,1``: 1-based band indexes, in the order the model expects them."""
+
+    name = "bands"
+
+    def convert(self, value: Any, param: Optional[click.Parameter],
+                ctx: Optional[click.Context]) -> list[int]:
+        if isinstance(value, list):
+            return value
+        try:
+            bands = [int(v) for v in str(value).split(",") if v.strip()]
+        except ValueError:
+            self.fail(f"{value!r}: give 1-based band numbers such as 3,2,1", param, ctx)
+        if not bands or min(bands) < 1:
+            self.fail(f"{value!r}: band numbers start at 1", param, ctx)
+        return bands
+
+
+class KeyValueType(click.ParamType):
+    """``KEY=VALUE`` pairs, as rio's ``--co``."""
+
+    name = "key=value"
+
+    def convert(self, value: Any, param: Optional[click.Parameter],
+                ctx: Optional[click.Context]) -> tuple[str, str]:
+        if isinstance(value, tuple):
+            return value
+        key, sep, val = str(value).partition("=")
+        if not sep or not key.strip():
+            self.fail(f"{value!r}: expected KEY=VALUE", param, ctx)
+        return key.strip().upper(), val.strip()
+
+
+class IntListType(click.ParamType):
+    """``1,3``: a comma-separated list of integers."""
+
+    name = "ints"
+
+    def convert(self, value: Any, param: Optional[click.Parameter],
+                ctx: Optional[click.Context]) -> list[int]:
+        if isinstance(value, list):
+            return value
+        try:
+            return [int(v) for v in str(value).split(",") if v.strip()]
+        except ValueError:
+            self.fail(f"{value!r}: expected comma-separated integers such as 1,3", param, ctx)
+
+
+overwrite_opt = click.option(
+    "--overwrite", is_flag=True, help="Replace the output if it exists.")
+quiet_opt = click.option(
+    "-q", "--quiet", is_flag=True, help="No progress display; errors and the summary only.")
+device_opt = click.option(
+    "--device", default="auto", show_default=True,
+    help="auto (CUDA when present), cpu, cuda or cuda:N.")
+precision_opt = click.option(
+    "--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
+    show_default=True, help="Autocast precision on CUDA (CPU always runs fp32).")
+batch_size_opt = click.option(
+    "--batch-size", type=click.IntRange(min=1), default=6, show_default=True,
+    help="Local crops per forward pass.")
+bands_opt = click.option(
+    "--bands", type=BandsType(), default=None,
+    help="1-based input bands in model order, e.g. 3,2,1 (default: the first N).")
+creation_opt = click.option(
+    "--co", "creation_options", type=KeyValueType(), multiple=True,
+    help="GDAL creation option KEY=VALUE for the output; repeatable.")
+model_opt = click.option(
+    "-m", "--model", "model_path", envvar="GLNET_MODEL", type=click.Path(dir_okay=False),
+    default=None, help="Model file (default: $GLNET_MODEL).")
+classes_opt = click.option(
+    "--classes", default=None,
+    help="Class table: 'deepglobe', a JSON/YAML file of id/name/color, or a number of classes.")

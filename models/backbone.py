@@ -1,0 +1,110 @@
+"""ResNet trunks that return C2..C5 for any number of input bands.
+
+The attribute names match torchvision's ResNet (``conv1``, ``bn1``,
+``layer1`` ...) so that torchvision and reference checkpoints load key for key.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision import models as tv_models
+
+_RESNETS: dict[str, tuple[Callable[..., tv_models.ResNet], tv_models.WeightsEnum]] = {
+    "resnet18": (tv_models.resnet18, tv_models.ResNet18_Weights.IMAGENET1K_V1),
+    "resnet34": (tv_models.resnet34, tv_models.ResNet34_Weights.IMAGENET1K_V1),
+    "resnet50": (tv_models.resnet50, tv_models.ResNet50_Weights.IMAGENET1K_V1),
+    "resnet101": (tv_models.resnet101, tv_models.ResNet101_Weights.IMAGENET1K_V1),
+}
+
+
+class PretrainedWeightsUnavailable(FileNotFoundError):
+    """ImageNet weights were asked for and are not in torchvision's cache."""
+
+
+def list_backbones() -> list[str]:
+    """Names accepted by :func:`build_backbone`."""
+    return sorted(_RESNETS)
+
+
+def imagenet_weights_path(name: str) -> str:
+    """Where torchvision keeps the ImageNet weights of backbone ``name``."""
+    _, weights = _resolve(name)
+    filename = os.path.basename(weights.url)
+    return os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+
+
+def _resolve(name: str) -> tuple[Callable[..., tv_models.ResNet], tv_models.WeightsEnum]:
+    try:
+        return _RESNETS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown backbone {name!r}; choose one of {', '.join(list_backbones())}"
+        ) from None
+
+
+class ResNetTrunk(nn.Module):
+    """A torchvision ResNet without its pooling head, returning (C2, C3, C4, C5)."""
+
+    def __init__(self, name: str = "resnet50", in_channels: int = 3) -> None:
+        super().__init__()
+        factory, _ = _resolve(name)
+        net = factory(weights=None)
+        self.name = name
+        self.in_channels = in_channels
+        if in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            net.layer1, net.layer2, net.layer3, net.layer4,
+        )
+        expansion = 4 if name in ("resnet50", "resnet101") else 1
+        self.out_channels = tuple(c * expansion for c in (64, 128, 256, 512))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        c2 = self.layer1(x)
+        c3 = self.layer2(c2)
+        c4 = self.layer3(c3)
+        c5 = self.layer4(c4)
+        return [c2, c3, c4, c5]
+
+    def load_imagenet(self) -> None:
+        """Load torchvision's ImageNet weights from the local cache, never the network.
+
+        For ``in_channels != 3`` the first conv is rebuilt: with more than three
+        bands, the first three keep the RGB filters and every extra band starts
+        from their mean; with fewer (panchromatic, say) every band is that mean.
+        """
+        path = imagenet_weights_path(self.name)
+        if not os.path.isfile(path):
+            _, weights = _resolve(self.name)
+            raise PretrainedWeightsUnavailable(
+                f"ImageNet weights for {self.name} are not cached: expected {path} "
+                f"(download {weights.url} there on a machine with internet access, "
+                "or use --pretrained none)"
+            )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        rgb = state["conv1.weight"]
+        if self.in_channels != 3:
+            conv1 = rgb.mean(dim=1, keepdim=True).repeat(1, self.in_channels, 1, 1)
+            if self.in_channels > 3:
+                conv1[:, :3] = rgb
+            state["conv1.weight"] = conv1
+        self.load_state_dict(state)
+
+
+def build_backbone(name: str = "resnet50", in_channels: int = 3,
+                   pretrained: str | None = None) -> ResNetTrunk:
+    """Build a trunk; ``pretrained="imagenet"`` loads cached ImageNet weights."""
+    trunk = ResNetTrunk(name, in_channels)
+    if pretrained == "imagenet":
+        trunk.load_imagenet()
+    elif pretrained not in (None, "none"):
+        raise ValueError(f"unknown pretrained weights {pretrained!r}; use 'imagenet' or None")
+    return trunk

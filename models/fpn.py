@@ -1,0 +1,119 @@
+"""The FPN heads of GLNet's branches and the feature pyramid they exchange.
+
+One head class serves all three uses. With ``shared=False`` it is the plain
+global head. With ``shared=True`` every stage takes a second input of the same
+level (the other branch's features) concatenated along channels, so its input
+channels double and a ``smooth`` conv folds the doubled concatenation back:
+that is the local head (fed global-to-local crops) and the local-to-global
+global head (fed merged local features). Attribute names follow the reference
+implementation so that its checkpoints map key for key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Tensor = torch.Tensor
+
+
+def resize(x: Tensor, size: Sequence[int]) -> Tensor:
+    """Bilinear resize without corner alignment, as every GLNet resize is done."""
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+@dataclass
+class SharedFeatures:
+    """The features one branch hands to the other, level by level.
+
+    ``c`` holds C2..C5; ``ps0``, ``ps1`` and ``ps2`` hold P5..P4..P3..P2 after
+    the top-down pass and after the first and second smoothing stages.
+    """
+
+    c: list[Tensor]
+    ps0: list[Tensor]
+    ps1: list[Tensor]
+    ps2: list[Tensor]
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> "SharedFeatures":
+        """Apply ``fn`` to every tensor, keeping the structure."""
+        return SharedFeatures(*([fn(t) for t in group] for group in self.groups()))
+
+    def groups(self) -> tuple[list[Tensor], ...]:
+        return (self.c, self.ps0, self.ps1, self.ps2)
+
+    def tensors(self) -> list[Tensor]:
+        return [t for group in self.groups() for t in group]
+
+
+@dataclass
+class Pyramid(SharedFeatures):
+    """Everything a branch computes: shared levels, ``ps3`` and the logits."""
+
+    ps3: Tensor
+    logits: Tensor
+
+    def shared(self) -> SharedFeatures:
+        return SharedFeatures(self.c, self.ps0, self.ps1, self.ps2)
+
+
+def _join(x: Tensor, extra: Optional[Tensor]) -> Tensor:
+    """Concatenate ``extra`` (resized to ``x``) after ``x`` along channels."""
+    if extra is None:
+        return x
+    return torch.cat([x, resize(extra, x.shape[-2:])], dim=1)
+
+
+class FPNHead(nn.Module):
+    """Top-down pathway, two smoothing stages, concatenation and classifier."""
+
+    def __init__(self, in_channels: Sequence[int], n_classes: int, width: int = 256,
+                 shared: bool = False) -> None:
+        super().__init__()
+        fold = 2 if shared else 1
+        half = width // 2
+        c2, c3, c4, c5 = in_channels
+        self.shared = shared
+        self.toplayer = nn.Conv2d(c5 * fold, width, 1)
+        self.latlayer1 = nn.Conv2d(c4 * fold, width, 1)
+        self.latlayer2 = nn.Conv2d(c3 * fold, width, 1)
+        self.latlayer3 = nn.Conv2d(c2 * fold, width, 1)
+        self.smooth_1 = nn.ModuleList(
+            nn.Conv2d(width * fold, width, 3, padding=1) for _ in range(4))
+        self.smooth_2 = nn.ModuleList(
+            nn.Conv2d(width * fold, half, 3, padding=1) for _ in range(4))
+        if shared:
+            self.smooth = nn.Conv2d(4 * half * fold, 4 * half, 3, padding=1)
+        self.classify = nn.Conv2d(4 * half, n_classes, 3, padding=1)
+        self.ps3_channels = 4 * half
+        for conv in self.modules():
+            if isinstance(conv, nn.Conv2d):
+                nn.init.normal_(conv.weight, std=0.01)
+                nn.init.zeros_(conv.bias)
+
+    def forward(self, c: Sequence[Tensor], shared: Optional[SharedFeatures] = None) -> Pyramid:
+        if (shared is not None) != self.shared:
+            raise ValueError("shared features must be given exactly when the head was built for them")
+        ext = shared if shared is not None else SharedFeatures(*([None] * 4,) * 4)
+        c2, c3, c4, c5 = c
+        p5 = self.toplayer(_join(c5, ext.c[3]))
+        p4 = _upsample_add(p5, self.latlayer1(_join(c4, ext.c[2])))
+        p3 = _upsample_add(p4, self.latlayer2(_join(c3, ext.c[1])))
+        p2 = _upsample_add(p3, self.latlayer3(_join(c2, ext.c[0])))
+        ps0 = [p5, p4, p3, p2]
+        ps1 = [conv(_join(p, e)) for conv, p, e in zip(self.smooth_1, ps0, ext.ps0)]
+        ps2 = [conv(_join(p, e)) for conv, p, e in zip(self.smooth_2, ps1, ext.ps1)]
+        levels = [_join(p, e) for p, e in zip(ps2, ext.ps2)]
+        size = levels[-1].shape[-2:]
+        ps3 = torch.cat([resize(level, size) for level in levels[:-1]] + [levels[-1]], dim=1)
+        if self.shared:
+            ps3 = self.smooth(ps3)
+        return Pyramid(list(c), ps0, ps1, ps2, ps3, self.classify(ps3))
+
+
+def _upsample_add(top: Tensor, lateral: Tensor) -> Tensor:
+    return resize(top, lateral.shape[-2:]) + lateral

@@ -1,0 +1,26 @@
+"""Fixtures shared by every test module: sample-data location, tiny rasters."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout; the test skips when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _offline_torch_home(tmp_path_factory, monkeypatch):
+    """Point torchvision's cache at an empty folder: tests never see real downloads."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+    monkeypatch.delenv("GLNET_MODEL", raising=False)
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
