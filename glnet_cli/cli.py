@@ -21,6 +21,11 @@ def _show_warning(message: Any, category: type, filename: str, lineno: int,
     click.echo(f"glnet: warning: {message}", err=True)
 
 
+def _one_line(exc: BaseException) -> str:
+    """Errors are one line on stderr, whatever the message a library built."""
+    return " ".join(str(exc).split())
+
+
 class GlnetGroup(click.Group):
     """Turns glnet's errors into one line on stderr and an exit code."""
 
@@ -30,7 +35,7 @@ class GlnetGroup(click.Group):
         except GlnetError as exc:
             if ctx.meta.get("glnet.debug"):
                 raise
-            click.echo(f"glnet: error: {exc}", err=True)
+            click.echo(f"glnet: error: {_one_line(exc)}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("glnet: interrupted", err=True)
@@ -40,7 +45,7 @@ class GlnetGroup(click.Group):
         except Exception as exc:
             if ctx.meta.get("glnet.debug"):
                 raise
-            click.echo(f"glnet: internal error: {type(exc).__name__}: {exc} "
+            click.echo(f"glnet: internal error: {type(exc).__name__}: {_one_line(exc)} "
                        "(run with --debug for the traceback)", err=True)
             ctx.exit(INTERNAL_ERROR)
 

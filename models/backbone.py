@@ -27,7 +27,7 @@ class PretrainedWeightsUnavailable(FileNotFoundError):
 
 def list_backbones() -> list[str]:
     """Names accepted by :func:`build_backbone`."""
-    return sorted(_RESNETS)
+    return list(_RESNETS)
 
 
 def imagenet_weights_path(name: str) -> str:

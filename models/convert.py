@@ -127,17 +127,38 @@ def map_reference(model: GLNet, files: Mapping[int, StateDict]) -> ReferenceMapp
         raise ReferenceLayoutError(_listing("unexpected keys", unexpected))
     expected = model.state_dict()
     optional = [k for k in expected if k.endswith("num_batches_tracked")]
-    missing = [k for k in expected if k not in result.state and k not in optional]
+    missing = [_reference_name(k, highest) for k in expected
+               if k not in result.state and k not in optional]
     if missing:
-        raise ReferenceLayoutError(_listing("missing keys (our names)", missing))
+        raise ReferenceLayoutError(_listing("missing keys", missing))
     extra = [k for k in result.state if k not in expected]
     if extra:
         raise ReferenceLayoutError(_listing("keys with no place in the model", extra))
-    wrong = [f"{k}: file {tuple(v.shape)}, model {tuple(expected[k].shape)}"
+    source = {target: f"{label}: module.{key}" for (label, key), target in result.loaded.items()}
+    wrong = [f"{source[k]} is {tuple(v.shape)}, expected {tuple(expected[k].shape)}"
              for k, v in result.state.items() if v.shape != expected[k].shape]
     if wrong:
         raise ReferenceLayoutError(_listing("shape mismatches", wrong))
     return result
+
+
+def _reference_name(key: str, highest: int) -> str:
+    """Our key -> the reference key (and file) it should have come from, for messages."""
+    branch, _, rest = key.partition(".")
+    part, _, name = rest.partition(".")
+    if branch == "aggregate":
+        return f"stage-{highest} file: module.ensemble_conv.{rest}"
+    side = "local" if branch == "local_branch" else "global"
+    module = ("resnet_" if part == "backbone" else "fpn_") + side
+    if part == "head":
+        match = re.match(r"^smooth_(\d)\.(\d)\.(.*)$", name)
+        if match:
+            name = f"smooth{int(match.group(2)) + 1}_{match.group(1)}.{match.group(3)}"
+        if branch == "l2g_branch" and not name.startswith(("classify.", "smooth.")):
+            layer, _, param = name.partition(".")
+            name = f"{layer}_ext.{param}"
+    stage = 1 if branch == "global_branch" else highest
+    return f"stage-{stage} file: module.{module}.{name}"
 
 
 def _listing(what: str, items: list[str], limit: int = 8) -> str:
@@ -183,8 +204,9 @@ def load_state(path: str | os.PathLike, label: str) -> dict[str, Tensor]:
     except FileNotFoundError:
         raise ReferenceLayoutError(f"{label} {path}: no such file") from None
     except Exception as exc:  # torch raises many kinds for a bad file
-        raise ReferenceLayoutError(f"{label} {path}: not a readable PyTorch checkpoint ({exc})") \
-            from None
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ReferenceLayoutError(
+            f"{label} {path}: not a readable PyTorch checkpoint ({detail})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):

@@ -58,9 +58,11 @@ def _region(size: int, start: float, extent: float) -> tuple[int, int]:
     """Rows (or columns) of a feature map of ``size`` that a crop covers.
 
     Both start and extent are rounded on their own, as the reference does; the
-    start is clamped so that a rounding overshoot never cuts the region short.
+    start is clamped so that a rounding overshoot never cuts the region short,
+    and a region is never empty (a crop smaller than one cell of a coarse map
+    still gets that cell, where the reference would fail).
     """
-    length = int(round(size * extent))
+    length = max(1, int(round(size * extent)))
     first = min(int(round(start * size)), size - length)
     return first, length
 
@@ -112,7 +114,11 @@ class LocalToGlobalCanvas:
                 canvas[:, :, y:y + h, x:x + w] += resize(part[i:i + 1], (h, w))
 
     def finish(self, template: Tensor) -> SharedFeatures:
-        return self.sums.map(lambda t: t / resize(template, t.shape[-2:]))
+        """Divide by the overlap count; places no crop covered stay zero."""
+        def average(total: Tensor) -> Tensor:
+            count = resize(template, total.shape[-2:])
+            return torch.where(count > 0, total / count.clamp_min(1e-6), torch.zeros_like(total))
+        return self.sums.map(average)
 
 
 class GLNet(nn.Module):

@@ -1,0 +1,60 @@
+"""``glnet convert-reference`` end to end, and the CLI's error reporting."""
+
+from __future__ import annotations
+
+import torch
+from click.testing import CliRunner
+
+from glnet_cli.checkpoint import load_model
+from glnet_cli.cli import main
+from models.convert import load_reference
+from tests.models.reference_layout import reference_state_dict
+
+
+def test_help_lists_the_commands():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    assert "convert-reference" in result.output
+
+
+def test_converted_model_runs_like_the_reference(tmp_path):
+    s1 = reference_state_dict(seed=1)
+    s2 = {**reference_state_dict(seed=2), **{k: v for k, v in s1.items() if "_global." in k}}
+    paths = []
+    for i, state in enumerate((s1, s2), start=1):
+        paths.append(tmp_path / f"stage{i}.pth")
+        torch.save(state, paths[-1])
+    out = tmp_path / "deepglobe.pt"
+    args = ["convert-reference", "--stage1", str(paths[0]), "--stage2", str(paths[1]),
+            "--classes", "deepglobe", "-o", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    loaded = load_model(out)
+    assert loaded.info.stage == 2 and loaded.info.context_size == 2448
+    assert loaded.info.size_g == 508 and loaded.info.scaling.scale[0] == 1 / 255
+    assert loaded.info.classes.names[1] == "urban"
+    reference = load_reference(s1, s2)
+    image, patches = torch.rand(1, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    tl, ratio = [(0.0, 0.0), (0.0, 0.5)], (0.5, 0.5)
+    with torch.no_grad():
+        a = loaded.model.reference_forward(image, patches, tl, ratio)
+        b = reference.reference_forward(image, patches, tl, ratio)
+    assert torch.equal(a["aggregated"], b["aggregated"])
+
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 2
+    assert "deepglobe.pt: already exists (use --overwrite" in again.stderr
+
+
+def test_bad_reference_file_is_one_clear_line(tmp_path):
+    bad = tmp_path / "broken.pth"
+    bad.write_bytes(b"not a checkpoint")
+    result = CliRunner().invoke(main, ["convert-reference", "--stage1", str(bad),
+                                       "-o", str(tmp_path / "m.pt")])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "broken.pth" in lines[0] and "Traceback" not in result.output
+    assert not (tmp_path / "m.pt").exists()
+    missing = CliRunner().invoke(main, ["convert-reference", "--stage1", str(tmp_path / "no.pth"),
+                                        "-o", str(tmp_path / "m.pt")])
+    assert missing.exit_code == 2 and "no.pth: no such file" in missing.stderr
