@@ -1,5 +1,6 @@
 """One module per command; each exposes a click command, listed here in help order."""
 
 from glnet_cli.commands.convert_reference import convert_reference_command
+from glnet_cli.commands.evaluate import evaluate_command
 
-COMMANDS = [convert_reference_command]
+COMMANDS = [convert_reference_command, evaluate_command]

@@ -1,0 +1,83 @@
+"""``glnet evaluate``: IoU, F1 and accuracy of a mask against ground truth."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from glnet_cli.classes import load_class_table
+from glnet_cli.evaluate import EvaluationResult, evaluate
+from glnet_cli.options import IntListType, classes_opt, quiet_opt
+from glnet_cli.progress import ProgressReporter
+
+
+@click.command("evaluate")
+@click.argument("prediction", type=click.Path(dir_okay=False))
+@click.argument("truth", type=click.Path())
+@classes_opt
+@click.option("--ignore-class", "ignore_class", type=IntListType(), multiple=True,
+              help="Class id left out of the scores (e.g. 0, DeepGlobe's unknown); "
+                   "repeatable or a comma list.")
+@click.option("--attribute", default=None,
+              help="Vector truth: integer field holding the class id "
+                   "(default: every feature is class 1).")
+@click.option("--background", type=int, default=0, show_default=True,
+              help="Vector truth: class of the pixels no feature covers.")
+@click.option("--window-size", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Pixels (a side) read at a time.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@quiet_opt
+def evaluate_command(prediction: str, truth: str, classes: Optional[str],
+                     ignore_class: tuple[list[int], ...], attribute: Optional[str],
+                     background: int, window_size: int, as_json: bool, quiet: bool) -> None:
+    """Score the mask PREDICTION against TRUTH: per-class IoU, F1, precision, recall, mIoU.
+
+    TRUTH is a raster of class ids, an RGB colour-coded raster (with --classes),
+    or a vector file (.gpkg, .shp, .geojson) rasterised onto the mask's grid.
+    A truth raster on another grid is resampled onto the mask's (a warning says so).
+
+    \b
+    Example:
+      glnet evaluate mask.tif truth.tif --ignore-class 0
+      glnet evaluate mask.tif truth_rgb.png --classes deepglobe --json
+      glnet evaluate mask.tif buildings.gpkg --attribute class_id
+    """
+    table = load_class_table(classes) if classes else None
+    with ProgressReporter("evaluate", quiet, unit="windows") as report:
+        result = evaluate(prediction, truth, classes=table,
+                          ignore_classes=[c for group in ignore_class for c in group],
+                          attribute=attribute, background=background,
+                          window_size=window_size, progress=report)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        _print_tables(result)
+
+
+def _print_tables(result: EvaluationResult) -> None:
+    cm = result.confusion
+    scores = Table("id", "class", "IoU", "F1", "precision", "recall", title="Per-class scores")
+    for i, name in enumerate(result.class_names):
+        scores.add_row(str(i), name,
+                       *(_fmt(v[i]) for v in (cm.iou, cm.f1, cm.precision, cm.recall)))
+    confusion = Table("truth \\ pred", title="Confusion matrix (pixels)")
+    for i in range(cm.n_classes):
+        confusion.add_column(str(i), justify="right")
+    for i, (name, row) in enumerate(zip(result.class_names, cm.matrix)):
+        confusion.add_row(f"{i} {name}", *(f"{int(v):,}" for v in row))
+    console = Console()
+    console.print(scores, confusion)
+    console.print(f"mIoU: {_fmt(cm.miou)}\npixel accuracy: {_fmt(cm.accuracy)}\n"
+                  f"scored pixels: {cm.total:,}\n"
+                  f"unlabelled prediction pixels: {result.unlabelled_pixels:,}")
+    if cm.ignore_classes:
+        console.print(f"ignored classes: {', '.join(map(str, cm.ignore_classes))}")
+
+
+def _fmt(value: float) -> str:
+    return "-" if np.isnan(value) else f"{value:.4f}"
