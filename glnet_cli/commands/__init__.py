@@ -2,5 +2,6 @@
 
 from glnet_cli.commands.convert_reference import convert_reference_command
 from glnet_cli.commands.evaluate import evaluate_command
+from glnet_cli.commands.vectorize import vectorize_command
 
-COMMANDS = [convert_reference_command, evaluate_command]
+COMMANDS = [convert_reference_command, evaluate_command, vectorize_command]
