@@ -201,3 +201,9 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
         return ModelInfo.from_dict(_read_payload(path))
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: model file metadata is damaged ({exc})") from None
+
+
+def read_header(path: str | os.PathLike) -> dict[str, Any]:
+    """Format version and L2G flag, which :class:`ModelInfo` leaves out; builds no network."""
+    payload = _read_payload(os.fspath(path))
+    return {"format_version": payload["format_version"], "l2g": bool(payload.get("l2g"))}

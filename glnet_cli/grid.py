@@ -97,3 +97,85 @@ def iter_windows(height: int, width: int, size: int) -> Iterator[Box]:
     for row in range(0, height, size):
         for col in range(0, width, size):
             yield Box(row, col, min(size, height - row), min(size, width - col))
+
+
+@dataclass(frozen=True)
+class Block:
+    """A context block: the global branch sees ``box`` resized to size_g."""
+
+    box: Box
+    #: Indexes (into :attr:`ScenePlan.crops`) of the crops that take their context here.
+    crops: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ScenePlan:
+    """Where every block, crop and output tile of one scene goes."""
+
+    height: int
+    width: int
+    size_p: int
+    blocks: tuple[Block, ...]
+    crops: tuple[Box, ...]
+    tiles: tuple[Box, ...]
+    #: For every tile, the crops that cover part of it.
+    tile_crops: tuple[tuple[int, ...], ...]
+    #: For every crop, the tiles it covers part of.
+    crop_tiles: tuple[tuple[int, ...], ...]
+
+    def block_crop_grid(self, block: Block, min_overlap: int) -> list[Box]:
+        """The block's own crop grid (in scene coordinates), for the L2G pass."""
+        return [c.shift(block.box.row, block.box.col)
+                for c in crop_grid(block.box.height, block.box.width, self.size_p, min_overlap)]
+
+
+def _margin(inner: Box, outer: Box) -> int:
+    return min(inner.row - outer.row, inner.col - outer.col,
+               outer.bottom - inner.bottom, outer.right - inner.right)
+
+
+def plan_scene(height: int, width: int, size_p: int, context_size: int,
+               min_overlap: int = 64, tile_size: int = 512) -> ScenePlan:
+    """Blocks, crops and tiles for a ``height`` x ``width`` scene.
+
+    A scene no larger than ``context_size`` is one block (the paper's setting:
+    the whole image is the global view). A larger one is cut into square blocks
+    of ``context_size``, so the global branch sees it at its training scale;
+    blocks overlap by at least one crop, so every crop lies wholly inside some
+    block, and it takes its context from the one where it sits furthest from
+    the edges. A scene smaller than a crop gets one crop reaching past its edge.
+    """
+    if height <= 0 or width <= 0:
+        raise ValueError("a scene needs at least one pixel")
+    context = max(context_size, size_p)
+    crops = [Box(r, c, size_p, size_p)
+             for r in crop_starts(height, size_p, min_overlap)
+             for c in crop_starts(width, size_p, min_overlap)]
+    if height <= context and width <= context:
+        block_boxes = [Box(0, 0, max(height, size_p), max(width, size_p))]
+    else:
+        block_overlap = min(context - 1, max(size_p, context // 4))
+        block_boxes = [Box(r, c, context, context)
+                       for r in crop_starts(max(height, context), context, block_overlap)
+                       for c in crop_starts(max(width, context), context, block_overlap)]
+    owner: dict[int, list[int]] = {i: [] for i in range(len(block_boxes))}
+    for index, crop in enumerate(crops):
+        best = max(range(len(block_boxes)), key=lambda b: _margin(crop, block_boxes[b]))
+        if _margin(crop, block_boxes[best]) < 0:
+            raise AssertionError(f"crop {crop} lies in no block")  # blocks overlap by >= 1 crop
+        owner[best].append(index)
+    blocks = tuple(Block(box, tuple(owner[i])) for i, box in enumerate(block_boxes))
+    tiles = list(iter_windows(height, width, tile_size))
+    tiles_per_row = math.ceil(width / tile_size)
+    crop_tiles = []
+    tile_crops: list[list[int]] = [[] for _ in tiles]
+    for index, crop in enumerate(crops):
+        bottom, right = min(crop.bottom, height), min(crop.right, width)
+        touched = [r * tiles_per_row + c
+                   for r in range(crop.row // tile_size, (bottom - 1) // tile_size + 1)
+                   for c in range(crop.col // tile_size, (right - 1) // tile_size + 1)]
+        crop_tiles.append(tuple(touched))
+        for tile in touched:
+            tile_crops[tile].append(index)
+    return ScenePlan(height, width, size_p, blocks, tuple(crops), tuple(tiles),
+                     tuple(tuple(t) for t in tile_crops), tuple(crop_tiles))

@@ -54,3 +54,13 @@ def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def removing(path: str) -> Iterator[str]:
+    """Yield ``path`` for scratch use and delete it afterwards, whatever happened."""
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# One intra-op thread: on this 2-core machine OpenMP's spinning threads make tiny
+# convolutions many times slower whenever another process (or our own reader
+# and writer threads) wants a core.
+torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -23,4 +28,3 @@ def _offline_torch_home(tmp_path_factory, monkeypatch):
     """Point torchvision's cache at an empty folder: tests never see real downloads."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
     monkeypatch.delenv("GLNET_MODEL", raising=False)
-    os.environ.setdefault("OMP_NUM_THREADS", "2")

@@ -30,3 +30,100 @@ def write_raster(path: Path | str, array: np.ndarray, transform: Affine = DEFAUL
     with rasterio.open(path, "w", **meta) as dst:
         dst.write(array)
     return Path(path)
+
+
+def make_tiny_model(path: Path | str, bands: int = 3, l2g: bool = True, size_p: int = 32,
+                    size_g: int = 64, context: int = 256, dtype: str = "uint8",
+                    n_classes: int = 4, seed: int = 0) -> Path:
+    """A random tiny GLNet model file (resnet18, FPN width 16).
+
+    The aggregation conv is scaled up so that the random network's classes
+    vary with the image instead of one class winning everywhere.
+    """
+    import torch
+
+    from glnet_cli.checkpoint import InputScaling, ModelInfo, save_model
+    from glnet_cli.classes import generic_table
+    from models.glnet import GLNet
+
+    torch.manual_seed(seed)
+    model = GLNet(n_classes, "resnet18", bands, width=16, l2g=l2g).eval()
+    with torch.no_grad():
+        model.aggregate.weight.mul_(300.0)
+    scaling = (InputScaling.fixed(dtype, bands) if dtype in ("uint8", "uint16")
+               else InputScaling.from_stats(dtype, [0.0] * bands, [1.0] * bands))
+    info = ModelInfo(config=model.config, classes=generic_table(n_classes), size_g=size_g,
+                     size_p=size_p, context_size=context, scaling=scaling,
+                     stage=3 if l2g else 2, gsd=None)
+    save_model(path, model, info)
+    return Path(path)
+
+
+def rule_scene(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A uint8 RGB scene of random patches, each dominated by one band, with texture.
+
+    The 'class' of a pixel is its brightest band: unambiguous inside patches,
+    so a briefly trained network gets it right away from patch borders.
+    """
+    rng = np.random.default_rng(seed)
+    cells = max(4, height * width // 900)
+    centres = rng.uniform(0, 1, (cells, 2)) * (height, width)
+    owner_band = rng.integers(0, 3, cells)
+    yy, xx = np.mgrid[0:height, 0:width]
+    nearest = np.argmin((yy[..., None] - centres[:, 0]) ** 2 + (xx[..., None] - centres[:, 1]) ** 2,
+                        axis=-1)
+    dominant = owner_band[nearest]
+    base = rng.uniform(40, 110, (3, cells))[:, nearest]
+    image = base + 110 * (np.arange(3)[:, None, None] == dominant)
+    image += 12 * np.sin(xx / 5.0) * np.cos(yy / 7.0) + rng.normal(0, 6, (3, height, width))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def make_rule_model(path: Path | str, steps: int = 60, lr: float = 3e-3, size_p: int = 64,
+                    size_g: int = 64,
+                    context: int = 512) -> Path:
+    """A tiny stage-2 model trained for a few seconds to label each pixel by its brightest band.
+
+    Its predictions follow the image rather than the crop position, which is
+    what the seam and accuracy tests need (a random network mostly outputs one
+    class).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from glnet_cli.checkpoint import InputScaling, ModelInfo, save_model
+    from glnet_cli.classes import generic_table
+    from models.glnet import GLNet
+    from models.losses import FocalLoss
+
+    torch.manual_seed(0)
+    model = GLNet(3, "resnet18", 3, width=16)
+    optimizer = torch.optim.Adam(model.set_stage(2), lr=lr)
+    model.train()
+    loss_fn = FocalLoss(gamma=0)
+    tile = 2 * size_p
+    starts = [0, size_p // 2, size_p]
+    tl = [(r / tile, c / tile) for r in starts for c in starts]
+    ratio = (size_p / tile, size_p / tile)
+    for step in range(steps):
+        image = rule_scene(tile, tile, seed=step + 1)
+        labels = image.argmax(0)
+        x = torch.from_numpy(image.astype(np.float32) / 255)[None]
+        with torch.no_grad():
+            context_pyramid = model.global_pyramid(F.interpolate(x, size=(size_g, size_g),
+                                                                 mode="bilinear"))
+        patches = torch.stack([x[0, :, r:r + size_p, c:c + size_p] for r in starts for c in starts])
+        target = torch.stack([torch.from_numpy(labels[r:r + size_p:4, c:c + size_p:4])
+                              for r in starts for c in starts]).long()
+        local = model.local_pyramid(patches, context_pyramid, tl, ratio)
+        aggregated, _ = model.aggregated(local.ps3, context_pyramid.ps3, tl, ratio)
+        loss = loss_fn(aggregated, target) + loss_fn(local.logits, target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    model.stage = 2
+    info = ModelInfo(config=model.config, classes=generic_table(3), size_g=size_g, size_p=size_p,
+                     context_size=context, scaling=InputScaling.fixed("uint8", 3), stage=2)
+    save_model(path, model, info)
+    return Path(path)

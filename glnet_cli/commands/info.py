@@ -1,0 +1,132 @@
+"""``glnet info``: what a model file or a scene holds, and whether a model fits a scene."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Optional
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from glnet_cli.errors import USER_ERROR
+from glnet_cli.info import check_fit, describe_file
+from glnet_cli.options import bands_opt
+
+
+@click.command("info")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("-m", "--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="Also check whether this model fits the scene (not read from $GLNET_MODEL).")
+@bands_opt
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@click.pass_context
+def info_command(ctx: click.Context, path: str, model_path: Optional[str],
+                 bands: Optional[list[int]], as_json: bool) -> None:
+    """Describe PATH, a glnet model file (.pt) or a scene (GeoTIFF or any GDAL raster).
+
+    With --model, also check whether `glnet segment` would run that model on
+    the scene: bands, data type, pixel size, the work it would plan, and a
+    verdict; the exit code is 2 when the model does not fit.
+
+    \b
+    JSON keys (--json):
+      kind: "model" or "scene"
+      model: path, format_version, l2g, architecture (backbone, in_channels,
+        width, n_classes, size_g, size_p), classes [{id, name, color}],
+        input_scaling {mode, dtype, offset, scale}, context {size, gsd},
+        stage, provenance
+      scene: path, width, height, count, bands [{band, dtype, color,
+        mask_flags}], crs, units, transform, pixel_size, gsd, overviews,
+        nodata, block_shape, and with --model: fit {model, fits, verdict,
+        bands, checks [{name, status, detail}], plan {context_blocks,
+        local_crops, context_size, size_p, overlap} or null for a model
+        that cannot run}
+
+    \b
+    Example:
+      glnet info model.pt
+      glnet info scene.tif --json
+      glnet info scene.tif --model model.pt --bands 3,2,1
+    """
+    report = describe_file(path)
+    if report["kind"] == "model" and model_path:
+        raise click.UsageError(f"{path} is a model file; --model checks a scene against it")
+    if bands and not model_path:
+        raise click.UsageError("--bands chooses the bands a model would use; give --model too")
+    if model_path:
+        report["fit"] = check_fit(path, model_path, bands)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    elif report["kind"] == "model":
+        _print_model(report)
+    else:
+        _print_scene(report)
+    if "fit" in report and not report["fit"]["fits"]:
+        ctx.exit(USER_ERROR)
+
+
+def _table(title: str, rows: Iterable[tuple[str, Any]]) -> Table:
+    table = Table("item", "value", title=title)
+    for name, value in rows:
+        table.add_row(name, "none" if value is None else str(value))
+    return table
+
+
+def _compact(value: Any) -> str:
+    """Scalars as they are, nested values as compact JSON."""
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, separators=(",", ":"), default=str)
+    return str(value)
+
+
+def _print_model(m: dict[str, Any]) -> None:
+    arch, context, scaling = m["architecture"], m["context"], m["input_scaling"]
+    overview = _table(f"model file {m['path']}", [
+        ("format version", m["format_version"]), ("backbone", arch["backbone"]),
+        ("input bands", arch["in_channels"]), ("FPN width", arch["width"]),
+        ("size_g (global view)", arch["size_g"]), ("size_p (local crop)", arch["size_p"]),
+        ("context size (full-res px)", context["size"]), ("gsd (units/pixel)", context["gsd"]),
+        ("stage reached", m["stage"]),
+        ("local-to-global branch", "yes" if m["l2g"] else "no")])
+    classes = Table("id", "name", "colour", title=f"{len(m['classes'])} classes")
+    for c in m["classes"]:
+        rgb = ",".join(map(str, c["color"]))
+        classes.add_row(str(c["id"]), c["name"], f"[on rgb({rgb})]  [/] {rgb}")
+    bands = Table("band", "offset", "scale",
+                  title=f"input scaling: {scaling['mode']}, {scaling['dtype']}")
+    for i, (offset, scale) in enumerate(zip(scaling["offset"], scaling["scale"]), start=1):
+        bands.add_row(str(i), f"{offset:g}", f"{scale:.6g}")
+    provenance = _table("training provenance",
+                        [(k, _compact(v)) for k, v in m["provenance"].items()] or
+                        [("(none recorded)", "")])
+    Console().print(overview, classes, bands, provenance)
+
+
+def _print_scene(s: dict[str, Any]) -> None:
+    units = s["units"] or "units"
+    overview = _table(f"scene {s['path']}", [
+        ("size", f"{s['width']} x {s['height']} px"), ("bands", s["count"]), ("crs", s["crs"]),
+        ("pixel size", f"{s['pixel_size'][0]:.6g} x {s['pixel_size'][1]:.6g} {units}"),
+        ("transform", ", ".join(f"{v:.10g}" for v in s["transform"])),
+        ("overviews", ", ".join(map(str, s["overviews"])) or None), ("nodata", s["nodata"]),
+        ("block shape", " x ".join(map(str, s["block_shape"])))])
+    bands = Table("band", "dtype", "colour", "mask flags", title="bands")
+    for b in s["bands"]:
+        bands.add_row(str(b["band"]), b["dtype"], b["color"], ", ".join(b["mask_flags"]))
+    tables = [overview, bands]
+    fit = s.get("fit")
+    if fit:
+        checks = Table("check", "status", "detail", title=f"fit of {fit['model']}")
+        for c in fit["checks"]:
+            checks.add_row(c["name"], c["status"], c["detail"])
+        tables.append(checks)
+    if fit and fit["plan"]:
+        plan = fit["plan"]
+        tables.append(_table("work a run would plan", [
+            ("context blocks", f"{plan['context_blocks']} ({plan['context_size']} px a side)"),
+            ("local crops", f"{plan['local_crops']} ({plan['size_p']} px a side)"),
+            ("least crop overlap", f"{plan['overlap']} px")]))
+    Console().print(*tables)
+    if fit:
+        click.echo(fit["verdict"])

@@ -1,0 +1,174 @@
+"""What ``glnet info`` reports: a model file, a scene, and whether a model fits a scene.
+
+Every function returns a plain, JSON-ready dict, so the command can print it
+as tables or as one JSON object without knowing more than its keys. Nothing
+here reads pixels; only the fit check builds the network, so that it plans
+exactly as ``glnet segment`` would.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import warnings
+from typing import Any, Optional, Sequence
+
+import rasterio
+import torch
+from rasterio.crs import CRS
+
+from glnet_cli.checkpoint import ModelInfo, load_model, read_header, read_info
+from glnet_cli.errors import GlnetWarning, InputError, ModelFileError, RasterError
+from glnet_cli.raster import SceneInfo, inspect_scene
+from glnet_cli.segment import Segmenter
+
+#: Extensions that make :func:`describe_file` try the file as a model first.
+MODEL_EXTENSIONS = (".pt", ".pth", ".ckpt")
+#: Scene / model pixel-size ratios that ``glnet segment`` accepts without a warning
+#: (:meth:`glnet_cli.segment.Segmenter.inspect`).
+GSD_RATIO_RANGE = (0.5, 2.0)
+
+
+def describe_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A model file or a scene: the extension decides which is tried first, then the other.
+
+    Raises the first reader's error when neither reads the file, so a corrupt
+    ``.pt`` is reported as a model file and a garbled ``.tif`` as a raster.
+    """
+    path = os.fspath(path)
+    readers = [describe_scene, describe_model]
+    if path.lower().endswith(MODEL_EXTENSIONS):
+        readers.reverse()
+    try:
+        return readers[0](path)
+    except (ModelFileError, RasterError) as first:
+        try:
+            return readers[1](path)
+        except (ModelFileError, RasterError):
+            raise first from None
+
+
+def describe_model(path: str | os.PathLike) -> dict[str, Any]:
+    """Metadata of a model file (:meth:`ModelInfo.to_dict` keys plus the file header)."""
+    path = os.fspath(path)
+    header = read_header(path)
+    return {"kind": "model", "path": path, **header, **read_info(path).to_dict()}
+
+
+def describe_scene(path: str | os.PathLike) -> dict[str, Any]:
+    """Size, bands, georeferencing, overviews, masks and tiling of a raster."""
+    scene = _inspect(os.fspath(path))
+    with rasterio.open(scene.path) as src:
+        colors, dtypes = [c.name for c in src.colorinterp], src.dtypes
+    t = scene.transform
+    return {
+        "kind": "scene", "path": scene.path, "width": scene.width, "height": scene.height,
+        "count": scene.count,
+        "bands": [{"band": b, "dtype": dtypes[b - 1], "color": colors[b - 1],
+                   "mask_flags": flags.split(",")}
+                  for b, flags in zip(scene.bands, scene.mask_flags)],
+        "crs": crs_name(scene.crs),
+        "units": scene.crs.units_factor[0] if scene.crs else None,
+        "transform": list(t)[:6],
+        # Lengths of the pixel's sides, so that a rotated grid reports its true size.
+        "pixel_size": [math.hypot(t.a, t.d), math.hypot(t.b, t.e)],
+        "gsd": scene.gsd, "overviews": list(scene.overviews), "nodata": scene.nodata,
+        "block_shape": list(scene.block_shape),
+    }
+
+
+def check_fit(path: str | os.PathLike, model_path: str | os.PathLike,
+              bands: Optional[Sequence[int]] = None) -> dict[str, Any]:
+    """Would ``glnet segment`` run this model on this scene, and how much work would it be?
+
+    Each check has a ``status``: ``ok``, ``fail`` (segment refuses the scene),
+    ``warn`` (it runs, but results may suffer) or ``unknown``. The scene fits
+    when no check fails; ``verdict`` is the line to show. The plan comes from
+    the same :class:`Segmenter` that segment uses, so it counts what a run would.
+    """
+    path, model_path = os.fspath(path), os.fspath(model_path)
+    model_file = load_model(model_path)
+    info = model_file.info
+    scene = _inspect(path)
+    needed = info.config.in_channels
+    try:
+        used: Optional[SceneInfo] = _inspect(path, bands, needed)
+        chosen = ",".join(map(str, used.bands))
+        checks = [_check("bands", "ok",
+                         f"uses band(s) {chosen} of {scene.count}; the model takes {needed}")]
+    except RasterError as exc:
+        used = None
+        checks = [_check("bands", "fail", _reason(exc, path))]
+    checks += [_dtype_check(info, (used or scene).dtype, path), _gsd_check(info, scene)]
+    plan = None
+    try:
+        segmenter = Segmenter(model_file, torch.device("cpu"))
+    except InputError as exc:
+        checks.append(_check("stage", "fail", str(exc)))
+    else:
+        checks.append(_check("stage", "ok", f"would run stage {segmenter.stage} (trained "
+                                            f"through stage {info.stage})"))
+        scene_plan = segmenter.plan(scene)
+        plan = {"context_blocks": len(scene_plan.blocks), "local_crops": len(scene_plan.crops),
+                "context_size": info.context_size, "size_p": info.size_p,
+                "overlap": segmenter.options.overlap}
+    failed = [c["detail"] for c in checks if c["status"] == "fail"]
+    return {"model": model_path, "fits": not failed,
+            "verdict": f"does not fit: {failed[0]}" if failed else "fits",
+            "bands": list(used.bands) if used else None, "checks": checks, "plan": plan}
+
+
+def crs_name(crs: Optional[CRS]) -> Optional[str]:
+    """``EPSG:n`` when the CRS has a code, else the name its WKT gives it."""
+    if crs is None:
+        return None
+    epsg = crs.to_epsg()
+    if epsg:
+        return f"EPSG:{epsg}"
+    wkt = crs.to_wkt()
+    match = re.match(r'\s*\w+\["([^"]*)"', wkt)
+    return match.group(1) if match else wkt
+
+
+def _inspect(path: str, bands: Optional[Sequence[int]] = None,
+             needed: Optional[int] = None) -> SceneInfo:
+    # A missing CRS is reported as crs None; segment's warning about it is noise here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GlnetWarning)
+        return inspect_scene(path, bands, needed)
+
+
+def _check(name: str, status: str, detail: str) -> dict[str, str]:
+    return {"name": name, "status": status, "detail": detail}
+
+
+def _reason(exc: Exception, path: str) -> str:
+    """The error without its leading file name: the verdict is about that file already."""
+    return str(exc).removeprefix(f"{path}: ")
+
+
+def _dtype_check(info: ModelInfo, dtype: str, path: str) -> dict[str, str]:
+    scaling = info.scaling
+    try:
+        scaling.check(dtype, path)
+    except InputError as exc:
+        return _check("data type", "fail", _reason(exc, path))
+    how = (f"scales {scaling.dtype} to 0..1" if scaling.mode == "dtype-range"
+           else "scales any type with per-band statistics")
+    return _check("data type", "ok", f"{dtype}; the model {how}")
+
+
+def _gsd_check(info: ModelInfo, scene: SceneInfo) -> dict[str, str]:
+    if info.gsd is None:
+        return _check("pixel size", "unknown", "the model file records no pixel size")
+    if scene.gsd is None:
+        return _check("pixel size", "unknown", "the scene has no projected CRS; the model "
+                                                f"was trained at {info.gsd:.3g} units/pixel")
+    ratio = scene.gsd / info.gsd
+    detail = f"scene {scene.gsd:.3g}, model {info.gsd:.3g} units/pixel (x{ratio:.2f})"
+    low, high = GSD_RATIO_RANGE
+    if low <= ratio <= high:
+        return _check("pixel size", "ok", detail)
+    return _check("pixel size", "warn", f"{detail}; results may suffer: resample the scene "
+                                        f"to about {info.gsd:.3g} units/pixel")

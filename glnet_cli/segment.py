@@ -1,0 +1,403 @@
+"""The inference engine: global context per block, local crops in batches, blended tiles.
+
+For each context block the global branch runs once on a decimated read of the
+block (stage 3 first merges the local features of the block's own crop grid
+into the local-to-global branch). The crops that take their context from the
+block are then read window by window in a background thread, run in batches
+on the device, and their class probabilities cached at the network's 1/4
+resolution until every crop touching an output tile is done; the tile is then
+blended and handed to a writer thread. Memory holds the blocks and tiles in
+flight, never a scene-sized array.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import resource
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from glnet_cli.blend import CropResult, TileBlender
+from glnet_cli.checkpoint import ModelFile
+from glnet_cli.classes import IGNORE_INDEX
+from glnet_cli.device import autocast
+from glnet_cli.errors import GlnetWarning, InputError
+from glnet_cli.grid import Block, Box, ScenePlan, plan_scene
+from glnet_cli.paths import atomic_output, check_output, removing
+from glnet_cli.raster import SceneInfo, SceneReader, inspect_scene
+from glnet_cli.workers import BackgroundWorker, Prefetcher
+from glnet_cli.writer import MaskWriter, convert_to_cog
+from models.fpn import Pyramid
+from models.glnet import LocalToGlobalCanvas, coverage_template
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How to run the network; one set serves every scene of a batch."""
+
+    stage: Optional[int] = None
+    batch_size: int = 6
+    #: Least overlap between neighbouring crops; None: 64 px, or a quarter of a small crop.
+    overlap: Optional[int] = None
+    precision: str = "fp32"
+    bands: Optional[Sequence[int]] = None
+
+
+@dataclass
+class SegmentResult:
+    """What one scene's run did, for the summary line and the batch report."""
+
+    input: str
+    output: str
+    seconds: float = 0.0
+    pixels: int = 0
+    crops_run: int = 0
+    crops_skipped: int = 0
+    histogram: dict[str, int] = field(default_factory=dict)
+    peak_host_mb: float = 0.0
+    peak_gpu_mb: Optional[float] = None
+    all_nodata: bool = False
+    read_log: Optional[list] = None
+
+    @property
+    def mpx_per_s(self) -> float:
+        return self.pixels / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class PlanSummary:
+    """``--dry-run``: what a run would do, without running the network."""
+
+    scene: SceneInfo
+    plan: ScenePlan
+    stage: int
+    crops_empty: int
+    #: Network passes over crops: the main pass, plus the L2G pass at stage 3.
+    crops_to_run: int
+    estimated_peak_mb: float
+
+
+# -- items the reader thread hands to the device loop -------------------------
+
+@dataclass
+class _GlobalView:
+    block: int
+    image: torch.Tensor  # (1, C, size_g, size_g)
+
+
+@dataclass
+class _CropBatch:
+    block: int
+    l2g_pass: bool
+    indexes: list[int]  # crop indexes (main pass) or positions in the block grid (L2G pass)
+    boxes: list[Box]
+    patches: Optional[torch.Tensor]  # (B, C, p, p), None when every crop was empty
+    valid: list[np.ndarray]
+    skipped: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _PassDone:
+    block: int
+
+
+class Segmenter:
+    """A loaded model on a device, ready to segment any number of scenes."""
+
+    def __init__(self, model_file: ModelFile, device: torch.device,
+                 options: SegmentOptions = SegmentOptions()) -> None:
+        self.model_file = model_file
+        self.info = model_file.info
+        self.device = device
+        if options.overlap is None:
+            options = dataclasses.replace(options, overlap=min(64, self.info.size_p // 4))
+        if options.overlap >= self.info.size_p:
+            raise InputError(f"--overlap {options.overlap} must be smaller than the crop size "
+                             f"{self.info.size_p}")
+        self.options = options
+        self.stage = self._choose_stage(options.stage)
+        self.model = model_file.model.to(device).eval()
+
+    def _choose_stage(self, asked: Optional[int]) -> int:
+        available = self.info.stage
+        has_l2g = self.model_file.model.has_l2g
+        if asked is None:
+            if available < 2:
+                raise InputError("the model file holds only a trained global branch (stage 1); "
+                                 "train stage 2 first (glnet train --stage 2)")
+            return 3 if has_l2g and available >= 3 else 2
+        if asked == 3 and not (has_l2g and available >= 3):
+            raise InputError(f"--stage 3 needs a model trained through stage 3; this one "
+                             f"reached stage {available}")
+        if asked == 2 and available < 2:
+            raise InputError("--stage 2 needs a model trained through stage 2")
+        return asked
+
+    # -- planning ------------------------------------------------------------
+
+    def inspect(self, path: str) -> SceneInfo:
+        """Open and check a scene against the model (bands, data type, scale)."""
+        scene = inspect_scene(path, self.options.bands, self.info.config.in_channels)
+        self.info.scaling.check(scene.dtype, path)
+        if scene.gsd and self.info.gsd and not 0.5 <= scene.gsd / self.info.gsd <= 2:
+            warnings.warn(f"{path}: pixels are {scene.gsd:.3g} units, the model was trained on "
+                          f"{self.info.gsd:.3g}; results may suffer", GlnetWarning, stacklevel=2)
+        return scene
+
+    def plan(self, scene: SceneInfo) -> ScenePlan:
+        return plan_scene(scene.height, scene.width, self.info.size_p, self.info.context_size,
+                          self.options.overlap)
+
+    def dry_run(self, path: str) -> PlanSummary:
+        """The plan and an estimate of empty crops (from one small decimated mask read)."""
+        scene = self.inspect(path)
+        plan = self.plan(scene)
+        empty = _estimate_empty(scene, plan)
+        runs = len(plan.crops) - empty + self._l2g_crop_count(plan)
+        return PlanSummary(scene, plan, self.stage, empty, runs, self._estimate_peak_mb(plan))
+
+    def _l2g_crop_count(self, plan: ScenePlan) -> int:
+        if self.stage != 3:
+            return 0
+        return sum(len(plan.block_crop_grid(b, self.options.overlap)) for b in plan.blocks)
+
+    def _estimate_peak_mb(self, plan: ScenePlan) -> float:
+        """Rough peak memory: weights, one batch of activations, crops and tiles in flight."""
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        cfg = self.info.config
+        q = self.info.size_p // 4
+        pyramid_per_crop = 4 * q * q * (sum(self.model.global_branch.backbone.out_channels) / 4
+                                        + 3 * cfg.width + 4 * cfg.width)
+        activations = 3 * self.options.batch_size * pyramid_per_crop * 4
+        global_maps = 2 * pyramid_per_crop * (self.info.size_g / self.info.size_p) ** 2 * 4
+        per_crop_cache = cfg.n_classes * q * q * 2 + self.info.size_p ** 2
+        crops_per_band = math.ceil(plan.width / max(1, self.info.size_p - self.options.overlap)) \
+            * max(2, math.ceil(self.info.context_size / 4 / self.info.size_p) + 1)
+        tiles = 32 * 512 * 512 * (cfg.n_classes * 4 + 8)
+        return (weights + activations + global_maps + crops_per_band * per_crop_cache
+                + tiles) / 2 ** 20
+
+    # -- running -------------------------------------------------------------
+
+    def run(self, path: str, output: str, *, overwrite: bool = False, cog: bool = False,
+            probabilities: Optional[str] = None, creation_options: Iterable[tuple[str, str]] = (),
+            progress: Optional[Progress] = None, record_reads: bool = False) -> SegmentResult:
+        """Segment ``path`` into ``output``; nothing is left at ``output`` if it fails."""
+        scene = self.inspect(path)
+        check_output(output, overwrite)
+        if probabilities:
+            check_output(probabilities, overwrite)
+        plan = self.plan(scene)
+        result = SegmentResult(input=path, output=output, pixels=scene.pixels)
+        started = time.perf_counter()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        with contextlib.ExitStack() as stack:
+            mask_tmp = stack.enter_context(atomic_output(output, ".tif"))
+            probs_tmp = (stack.enter_context(atomic_output(probabilities, ".tif"))
+                         if probabilities else None)
+            target = stack.enter_context(removing(mask_tmp + ".gtiff")) if cog else mask_tmp
+            self._stream(scene, plan, target, probs_tmp, list(creation_options), result,
+                         progress, record_reads)
+            if cog:
+                convert_to_cog(target, mask_tmp)
+        result.seconds = time.perf_counter() - started
+        result.peak_host_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if self.device.type == "cuda":
+            result.peak_gpu_mb = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
+        if result.all_nodata:
+            warnings.warn(f"{path}: has no valid pixels; wrote an all-nodata mask",
+                          GlnetWarning, stacklevel=2)
+        return result
+
+    def _stream(self, scene: SceneInfo, plan: ScenePlan, mask_path: str,
+                probs_path: Optional[str], creation_options: list, result: SegmentResult,
+                progress: Optional[Progress], record_reads: bool) -> None:
+        classes = self.info.classes
+        tags = {"GLNET_MODEL_STAGE": str(self.stage),
+                "GLNET_MODEL": json.dumps(self.info.to_dict()["architecture"])}
+        writer = MaskWriter(mask_path, scene, classes, tags, creation_options, probs_path)
+        blender = TileBlender(self.info.size_p, self.options.overlap, len(classes),
+                              probs_path is not None)
+        output = BackgroundWorker(lambda job: writer.write(blender.finish(*job)))
+        read_log: list = []
+        reader = Prefetcher(lambda: self._read_scene(scene, plan, read_log if record_reads
+                                                     else None))
+        try:
+            self._device_loop(plan, reader, output, result, progress)
+            output.finish()
+        except BaseException:
+            output.abandon()
+            raise
+        finally:
+            reader.close()
+            writer.close()
+        result.read_log = read_log if record_reads else None
+        histogram = writer.histogram
+        result.histogram = {classes.name_of(i): int(n) for i, n in enumerate(histogram[:255])
+                            if n}
+        result.all_nodata = int(histogram[IGNORE_INDEX]) == scene.pixels
+
+    def _device_loop(self, plan: ScenePlan, items: Iterable, output: BackgroundWorker,
+                     result: SegmentResult, progress: Optional[Progress]) -> None:
+        tiles_left = [len(crops) for crops in plan.tile_crops]
+        crops_left = [len(tiles) for tiles in plan.crop_tiles]
+        cache: dict[int, CropResult] = {}
+        total = len(plan.crops) + self._l2g_crop_count(plan)
+        done = 0
+        started = time.perf_counter()
+        context: Optional[Pyramid] = None
+        final: Optional[Pyramid] = None
+        canvas: Optional[LocalToGlobalCanvas] = None
+        ran_l2g: list[tuple[float, float]] = []
+        image: Optional[torch.Tensor] = None
+        for item in items:
+            if isinstance(item, _GlobalView):
+                image = item.image.to(self.device, non_blocking=True)
+                context = final = self._forward(lambda: self.model.global_pyramid(image))
+                canvas = LocalToGlobalCanvas(context.shared()) if self.stage == 3 else None
+                ran_l2g = []
+                continue
+            block = plan.blocks[item.block]
+            if isinstance(item, _PassDone):
+                final = self._finish_l2g(image, canvas, ran_l2g, block)
+                continue
+            done += len(item.boxes) + len(item.skipped)
+            if item.patches is not None:
+                patches = item.patches.to(self.device, non_blocking=True)
+                tl, ratio = _fractions(item.boxes, block.box)
+                if item.l2g_pass:
+                    local = self._forward(lambda: self.model.local_pyramid(patches, context, tl,
+                                                                           ratio))
+                    canvas.add(local.shared(), tl, ratio)
+                    ran_l2g.extend(tl)
+                else:
+                    probs = self._predict(patches, context, final, tl, ratio)
+                    for index, box, valid, p in zip(item.indexes, item.boxes, item.valid, probs):
+                        cache[index] = CropResult(box, p, valid)
+                    result.crops_run += len(item.boxes)
+            if not item.l2g_pass:
+                result.crops_skipped += len(item.skipped)
+                for index in list(item.indexes) + item.skipped:
+                    self._release(index, plan, tiles_left, crops_left, cache, output)
+            if progress is not None:
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                progress(done, total, mpx_s=plan.height * plan.width / 1e6 * done / total
+                         / elapsed)
+
+    def _release(self, crop: int, plan: ScenePlan, tiles_left: list[int],
+                 crops_left: list[int], cache: dict[int, CropResult],
+                 output: BackgroundWorker) -> None:
+        """A crop is done: hand every tile it completes to the writer, drop unneeded crops."""
+        for tile in plan.crop_tiles[crop]:
+            tiles_left[tile] -= 1
+            if tiles_left[tile]:
+                continue
+            members = plan.tile_crops[tile]
+            output.submit((plan.tiles[tile], [cache[c] for c in members if c in cache]))
+            for member in members:
+                crops_left[member] -= 1
+                if not crops_left[member]:
+                    cache.pop(member, None)
+
+    def _forward(self, fn: Callable[[], Any]) -> Any:
+        with torch.inference_mode(), autocast(self.device, self.options.precision):
+            return fn()
+
+    def _predict(self, patches: torch.Tensor, context: Pyramid, final: Pyramid,
+                 tl: list[tuple[float, float]], ratio: tuple[float, float]) -> torch.Tensor:
+        def run() -> torch.Tensor:
+            local = self.model.local_pyramid(patches, context, tl, ratio)
+            logits, _ = self.model.aggregated(local.ps3, final.ps3, tl, ratio)
+            return torch.softmax(logits.float(), dim=1)
+        return self._forward(run).to("cpu", torch.float16)
+
+    def _finish_l2g(self, image: torch.Tensor, canvas: LocalToGlobalCanvas,
+                    ran: list[tuple[float, float]], block: Block) -> Pyramid:
+        size = (block.box.height, block.box.width)
+        patch = (self.info.size_p, self.info.size_p)
+        template = coverage_template(ran, patch, size, self.device)
+        merged = canvas.finish(template)
+        return self._forward(lambda: self.model.l2g_pyramid(image, merged))
+
+    # -- the reader thread ---------------------------------------------------
+
+    def _read_scene(self, scene: SceneInfo, plan: ScenePlan,
+                    read_log: Optional[list]) -> Iterator[Union[_GlobalView, _CropBatch, _PassDone]]:
+        pin = self.device.type == "cuda"
+        size_g = self.info.size_g
+        with SceneReader(scene, record=read_log is not None) as reader:
+            for b, block in enumerate(plan.blocks):
+                view = reader.read_decimated(block.box, (size_g, size_g))
+                yield _GlobalView(b, self._to_tensor([view.data], [view.valid], pin))
+                if self.stage == 3:
+                    grid = plan.block_crop_grid(block, self.options.overlap)
+                    yield from self._batches(reader, b, True, list(range(len(grid))), grid, pin)
+                    yield _PassDone(b)
+                boxes = [plan.crops[i] for i in block.crops]
+                yield from self._batches(reader, b, False, list(block.crops), boxes, pin)
+            if read_log is not None:
+                read_log.extend(reader.read_log)
+
+    def _batches(self, reader: SceneReader, block: int, l2g_pass: bool, indexes: list[int],
+                 boxes: list[Box], pin: bool) -> Iterator[_CropBatch]:
+        size = self.options.batch_size
+        for start in range(0, len(boxes), size):
+            batch = _CropBatch(block, l2g_pass, [], [], None, [])
+            data = []
+            for index, box in zip(indexes[start:start + size], boxes[start:start + size]):
+                patch = reader.read(box)
+                if not patch.valid.any():
+                    batch.skipped.append(index)
+                    continue
+                batch.indexes.append(index)
+                batch.boxes.append(box)
+                batch.valid.append(patch.valid)
+                data.append(patch.data)
+            if data:
+                batch.patches = self._to_tensor(data, batch.valid, pin)
+            yield batch
+
+    def _to_tensor(self, arrays: list[np.ndarray], valid: list[np.ndarray],
+                   pin: bool) -> torch.Tensor:
+        """Scale raw pixels as in training; invalid pixels become 0."""
+        scaled = np.stack([self.info.scaling.apply(a) * v for a, v in zip(arrays, valid)])
+        tensor = torch.from_numpy(scaled.astype(np.float32, copy=False))
+        return tensor.pin_memory() if pin else tensor
+
+
+def _fractions(boxes: Sequence[Box], block: Box) -> tuple[list[tuple[float, float]],
+                                                          tuple[float, float]]:
+    """Crop positions relative to their block, as GLNet's feature sharing wants them."""
+    tl = [((b.row - block.row) / block.height, (b.col - block.col) / block.width) for b in boxes]
+    size = boxes[0].height
+    return tl, (size / block.height, size / block.width)
+
+
+def _estimate_empty(scene: SceneInfo, plan: ScenePlan, longest: int = 1024) -> int:
+    """Crops with no valid pixel, judged from one decimated read of the whole mask."""
+    factor = max(1.0, max(scene.height, scene.width) / longest)
+    shape = (max(1, round(scene.height / factor)), max(1, round(scene.width / factor)))
+    with SceneReader(scene) as reader:
+        valid = reader.read_decimated(Box(0, 0, scene.height, scene.width), shape).valid
+    sy, sx = shape[0] / scene.height, shape[1] / scene.width
+    empty = 0
+    for crop in plan.crops:
+        rows = slice(int(crop.row * sy), max(int(crop.row * sy) + 1, math.ceil(crop.bottom * sy)))
+        cols = slice(int(crop.col * sx), max(int(crop.col * sx) + 1, math.ceil(crop.right * sx)))
+        empty += not valid[rows, cols].any()
+    return empty
