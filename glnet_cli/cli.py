@@ -72,3 +72,7 @@ def main(ctx: click.Context, verbose: int, debug: bool) -> None:
 
 for _command in COMMANDS:
     main.add_command(_command)
+
+
+if __name__ == "__main__":  # torchrun -m glnet_cli.cli ...
+    main()

@@ -1,0 +1,114 @@
+"""Batch runs: input expansion, sharding, skipping, failures, the JSON report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from glnet_cli.batch import expand_inputs, shard
+from glnet_cli.cli import main
+from glnet_cli.errors import InputError
+from tests.helpers import make_tiny_model, rule_scene, write_raster
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("model") / "m.pt", size_p=32, context=128,
+                           l2g=False)
+
+
+@pytest.fixture
+def archive(tmp_path):
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    for i, name in enumerate(["a.tif", "b.tif", "c.tif"]):
+        write_raster(folder / name, rule_scene(70, 90, seed=i))
+    return folder
+
+
+def _corrupt(path):
+    rng = np.random.default_rng(1)
+    write_raster(path, rng.integers(0, 255, (3, 256, 256), np.uint8), tiled=True,
+                 compress="deflate")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 20000] = b"\x55" * 20000
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4, 5])
+def test_sharding_assigns_every_scene_exactly_once(world_size):
+    scenes = [f"scene_{i:03d}.tif" for i in range(23)]
+    shares = [shard(scenes, rank, world_size) for rank in range(world_size)]
+    assigned = [s for share in shares for s in share]
+    assert sorted(assigned) == scenes
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_expand_inputs(archive, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("scenes/b.tif\n# a comment\n\nscenes/a.tif\n")
+    assert [os.path.basename(p) for p in expand_inputs([str(archive)])] == \
+        ["a.tif", "b.tif", "c.tif"]
+    assert [os.path.basename(p) for p in expand_inputs([f"@{listing}"])] == ["b.tif", "a.tif"]
+    globbed = expand_inputs([str(archive / "[ab].tif"), str(archive / "a.tif")])
+    assert [os.path.basename(p) for p in globbed] == ["a.tif", "b.tif"]
+    with pytest.raises(InputError, match="matches no file"):
+        expand_inputs([str(archive / "*.jp2")])
+    with pytest.raises(InputError, match="list file not found"):
+        expand_inputs(["@missing.txt"])
+
+
+def test_batch_reports_every_scene_and_survives_a_corrupt_one(archive, model, tmp_path):
+    _corrupt(archive / "b.tif")
+    out, report = tmp_path / "masks", tmp_path / "report.json"
+    result = CliRunner().invoke(main, ["segment", str(archive), "-o", str(out), "-m", str(model),
+                                       "--report", str(report), "-q"])
+    assert result.exit_code == 2, result.output
+    assert "b.tif: reading rows" in result.stderr
+    assert sorted(os.listdir(out)) == ["a_mask.tif", "c_mask.tif"]
+    entries = json.loads(report.read_text())
+    assert [(os.path.basename(e["input"]), e["status"]) for e in entries] == \
+        [("a.tif", "ok"), ("b.tif", "failed"), ("c.tif", "ok")]
+    assert set(entries[0]) == {"input", "output", "status", "error", "seconds", "mpx_per_s"}
+    assert entries[0]["mpx_per_s"] > 0 and entries[1]["error"]
+    assert "2 ok, 0 skipped, 1 failed" in result.stdout
+
+    stopped = CliRunner().invoke(main, ["segment", str(archive), "-o", str(tmp_path / "ff"),
+                                        "-m", str(model), "--fail-fast", "-q"])
+    assert stopped.exit_code == 2
+    assert sorted(os.listdir(tmp_path / "ff")) == ["a_mask.tif"]
+
+
+def test_skip_existing_resumes_and_does_nothing_the_second_time(archive, model, tmp_path):
+    out, report = tmp_path / "masks", tmp_path / "report.json"
+    args = ["segment", str(archive / "*.tif"), "-o", str(out), "-m", str(model), "-q",
+            "--skip-existing", "--report", str(report)]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    stamps = {p: os.stat(out / p).st_mtime_ns for p in os.listdir(out)}
+    assert len(stamps) == 3
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0
+    assert {e["status"] for e in json.loads(report.read_text())} == {"skipped"}
+    assert {p: os.stat(out / p).st_mtime_ns for p in os.listdir(out)} == stamps
+    refused = CliRunner().invoke(main, args[:-3])
+    assert refused.exit_code == 2 and "already exists" in refused.stderr
+
+
+def test_torchrun_ranks_share_the_scenes(archive, model, tmp_path):
+    out, report = tmp_path / "masks", tmp_path / "report.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--standalone", "-m", "glnet_cli", "segment", str(archive), "-o", str(out),
+               "-m", str(model), "--device", "cpu", "--report", str(report), "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    entries = json.loads(report.read_text())
+    assert sorted(os.path.basename(e["input"]) for e in entries) == ["a.tif", "b.tif", "c.tif"]
+    assert all(e["status"] == "ok" for e in entries)
+    assert sorted(os.listdir(out)) == ["a_mask.tif", "b_mask.tif", "c_mask.tif"]
