@@ -108,7 +108,7 @@ def main() -> None:
             rows.append((size, made, result))
             os.remove(mask)
             print(f"{size}: done", file=sys.stderr)
-    print(f"| size | pixels | generate s | vectorize s | polygons | peak RSS MiB | "
+    print("| size | pixels | generate s | vectorize s | polygons | peak RSS MiB | "
           f"RSS after imports MiB | peak - imports MiB |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size, made, r in rows:

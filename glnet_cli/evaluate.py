@@ -20,7 +20,8 @@ from rasterio.windows import Window
 from glnet_cli.classes import IGNORE_INDEX, ClassTable, table_from_tags
 from glnet_cli.errors import GlnetWarning, InputError, RasterError
 from glnet_cli.metrics import ConfusionMatrix
-from glnet_cli.truth import open_raster, open_truth
+from glnet_cli.raster import open_raster
+from glnet_cli.truth import open_truth
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from typing import Optional, Sequence
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.windows import Window
 
-from glnet_cli.errors import GlnetWarning, RasterError
+from glnet_cli.errors import GlnetWarning, InputError, RasterError
 from glnet_cli.grid import Box
 
 log = logging.getLogger(__name__)
@@ -59,15 +59,27 @@ class SceneInfo:
         return math.hypot(self.transform.a, self.transform.d)
 
 
-def _open(path: str) -> rasterio.io.DatasetReader:
-    if not os.path.exists(path):
-        raise RasterError(f"{path}: no such file")
+def open_raster(path: str | os.PathLike) -> rasterio.io.DatasetReader:
+    """Open ``path`` with rasterio, or fail with one line naming the file.
+
+    Raises:
+        InputError: The file does not exist (or is a folder).
+        RasterError: It exists but GDAL cannot read it as a raster.
+    """
+    path = os.fspath(path)
+    remote = "://" in path or path.startswith("/vsi")
+    if not remote and not os.path.exists(path):
+        raise InputError(f"{path}: no such file")
     if os.path.isdir(path):
-        raise RasterError(f"{path}: is a folder, not a raster")
+        raise InputError(f"{path}: is a folder, not a raster")
     try:
-        return rasterio.open(path)
+        with warnings.catch_warnings():
+            # A missing georeference is judged (and warned about) where it matters.
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
     except RasterioIOError as exc:
-        raise RasterError(f"{path}: not a readable raster ({_first_line(exc)})") from None
+        detail = _first_line(exc).replace(f"'{path}' ", "").replace(path, "the file")
+        raise RasterError(f"{path}: not a raster GDAL can read ({detail})") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -83,7 +95,7 @@ def inspect_scene(path: str | os.PathLike, bands: Optional[Sequence[int]] = None
     (with a warning): its output gets the same transform and no CRS.
     """
     path = os.fspath(path)
-    with _open(path) as src:
+    with open_raster(path) as src:
         if src.count == 0:
             raise RasterError(f"{path}: has no bands")
         if src.dtypes[0] not in _INTEGER_OR_FLOAT:
@@ -139,7 +151,7 @@ class SceneReader:
 
     def __init__(self, info: SceneInfo, record: bool = False) -> None:
         self.info = info
-        self._src = _open(info.path)
+        self._src = open_raster(info.path)
         self.read_log: Optional[list[tuple[Window, tuple[int, int]]]] = [] if record else None
 
     def close(self) -> None:

@@ -17,7 +17,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import resource
 import time
 import warnings

@@ -22,12 +22,10 @@ from typing import Callable, Iterator, Optional
 
 import fiona
 import numpy as np
-import rasterio
 import shapely
 from fiona.errors import FionaError
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.features import rasterize
 from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
@@ -37,30 +35,12 @@ from rasterio.windows import bounds as window_bounds
 
 from glnet_cli.classes import IGNORE_INDEX, ClassTable
 from glnet_cli.errors import GlnetWarning, InputError, RasterError
+from glnet_cli.raster import open_raster
 
 log = logging.getLogger(__name__)
 
 #: Reads the truth of one window of the prediction's grid as class ids.
 TruthReader = Callable[[Window], np.ndarray]
-
-
-def open_raster(path: str | os.PathLike) -> DatasetReader:
-    """Open ``path`` with rasterio, or fail with a message naming the file.
-
-    Raises:
-        InputError: The file does not exist.
-        RasterError: It exists but GDAL cannot read it as a raster.
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path) and "://" not in path and not path.startswith("/vsi"):
-        raise InputError(f"{path}: no such file")
-    try:
-        with warnings.catch_warnings():
-            # A missing georeference is judged (and warned about) where it matters.
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
-    except RasterioIOError:
-        raise RasterError(f"{path}: not a raster GDAL can read") from None
 
 
 @contextlib.contextmanager

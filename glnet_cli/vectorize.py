@@ -25,13 +25,13 @@ import numpy as np
 import rasterio
 import shapely
 from rasterio.crs import CRS
-from rasterio.errors import RasterioIOError
 from rasterio.features import shapes
 from rasterio.windows import Window
 from shapely.geometry import shape
 
 from glnet_cli.classes import table_from_tags
 from glnet_cli.errors import InputError, RasterError
+from glnet_cli.raster import open_raster
 from glnet_cli.vector_output import (VectorWriter, check_vector_output, output_crs,
                                      resolve_driver)
 
@@ -158,12 +158,7 @@ def _bounded_block_cache() -> contextlib.AbstractContextManager:
 
 def _open_mask(path: str) -> rasterio.DatasetReader:
     """Open ``path`` and check it is a class mask: one band of integers."""
-    if not os.path.exists(path):
-        raise RasterError(f"{path}: no such file")
-    try:
-        src = rasterio.open(path)
-    except RasterioIOError:
-        raise RasterError(f"{path}: not a raster GDAL can read") from None
+    src = open_raster(path)
     problem = None
     if src.count != 1:
         problem = f"has {src.count} bands; a class mask has one (pick it with gdal_translate -b N)"

@@ -195,7 +195,7 @@ def test_missing_file(tmp_path, name):
 def test_not_a_raster(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("hello")
-    assert "not a readable raster" in _one_error_line(_info(str(path)), "notes.txt")
+    assert "not a raster GDAL can read" in _one_error_line(_info(str(path)), "notes.txt")
 
 
 def test_corrupt_model_file(tmp_path):

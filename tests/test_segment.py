@@ -17,7 +17,7 @@ from rasterio.transform import Affine
 
 from glnet_cli.checkpoint import load_model
 from glnet_cli.cli import main
-from glnet_cli.errors import RasterError
+from glnet_cli.errors import InputError
 from glnet_cli.grid import plan_scene
 from glnet_cli.segment import SegmentOptions, Segmenter
 from tests.helpers import make_rule_model, make_tiny_model, rule_scene, write_raster
@@ -223,7 +223,7 @@ def test_missing_and_non_raster_inputs(models, tmp_path):
     text = tmp_path / "notes.tif"
     text.write_text("hello")
     _one_error_line(run_cli("segment", text, "-o", out, "-m", models["rgb"]),
-                    "notes.tif: not a readable raster")
+                    "notes.tif: not a raster GDAL can read")
     assert not out.exists()
 
 
@@ -395,5 +395,5 @@ def test_segment_help_has_an_example():
 
 
 def test_library_raises_raster_error_for_missing_scene(models, tmp_path):
-    with pytest.raises(RasterError, match="no such file"):
+    with pytest.raises(InputError, match="no such file"):
         segmenter(models["rgb"]).run(str(tmp_path / "x.tif"), str(tmp_path / "m.tif"))
