@@ -8,6 +8,7 @@ from the file's overviews when it has them. Every read can be recorded
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -80,6 +81,22 @@ def open_raster(path: str | os.PathLike) -> rasterio.io.DatasetReader:
     except RasterioIOError as exc:
         detail = _first_line(exc).replace(f"'{path}' ", "").replace(path, "the file")
         raise RasterError(f"{path}: not a raster GDAL can read ({detail})") from None
+
+
+#: GDAL's block cache while a command streams a raster (MB).
+BLOCK_CACHE_MB = 64
+
+
+def bounded_block_cache() -> contextlib.AbstractContextManager:
+    """Cap GDAL's block cache unless the user set one.
+
+    By default GDAL keeps every block it reads or writes, up to 5% of RAM, so a
+    streaming run's memory would grow with the raster for no gain.
+    """
+    if "GDAL_CACHEMAX" in os.environ or (rasterio.env.hasenv()
+                                         and "GDAL_CACHEMAX" in rasterio.env.getenv()):
+        return contextlib.nullcontext()
+    return rasterio.Env(GDAL_CACHEMAX=BLOCK_CACHE_MB)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -33,7 +33,7 @@ from glnet_cli.device import autocast
 from glnet_cli.errors import GlnetWarning, InputError
 from glnet_cli.grid import Block, Box, ScenePlan, plan_scene
 from glnet_cli.paths import atomic_output, check_output, removing
-from glnet_cli.raster import SceneInfo, SceneReader, inspect_scene
+from glnet_cli.raster import SceneInfo, SceneReader, bounded_block_cache, inspect_scene
 from glnet_cli.workers import BackgroundWorker, Prefetcher
 from glnet_cli.writer import MaskWriter, convert_to_cog
 from models.fpn import Pyramid
@@ -206,6 +206,7 @@ class Segmenter:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         with contextlib.ExitStack() as stack:
+            stack.enter_context(bounded_block_cache())
             mask_tmp = stack.enter_context(atomic_output(output, ".tif"))
             probs_tmp = (stack.enter_context(atomic_output(probabilities, ".tif"))
                          if probabilities else None)

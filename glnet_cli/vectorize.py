@@ -15,7 +15,6 @@ pieces of about one row of windows, not the raster.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from shapely.geometry import shape
 
 from glnet_cli.classes import table_from_tags
 from glnet_cli.errors import InputError, RasterError
-from glnet_cli.raster import open_raster
+from glnet_cli.raster import bounded_block_cache, open_raster
 from glnet_cli.vector_output import (VectorWriter, check_vector_output, output_crs,
                                      resolve_driver)
 
@@ -42,8 +41,6 @@ ProgressCallback = Callable[..., None]
 #: Data types GDAL's polygonizer takes as they are; other integers are cast to int32.
 _SHAPES_DTYPES = {"uint8", "int8", "uint16", "int16", "int32"}
 _INT32 = np.iinfo(np.int32)
-#: GDAL block cache (MB) while reading: each block is read about once, so more only costs RAM.
-_CACHE_MB = 64
 
 
 @dataclass
@@ -109,7 +106,7 @@ def vectorize(mask_path: str | os.PathLike, output_path: str | os.PathLike, *,
     if window_size < 1:
         raise InputError(f"window size {window_size}: give a positive number of pixels")
     driver = resolve_driver(output_path, driver)
-    with _bounded_block_cache(), _open_mask(mask_path) as src:
+    with bounded_block_cache(), _open_mask(mask_path) as src:
         tags = src.tags()
         if background is None and "GLNET_BACKGROUND" in tags:
             background = _int_tag(mask_path, tags, "GLNET_BACKGROUND")
@@ -145,15 +142,6 @@ def vectorize(mask_path: str | os.PathLike, output_path: str | os.PathLike, *,
     log.info("%s: %d polygons in %d classes -> %s", mask_path, summary.polygons,
              len(summary.classes), output_path)
     return summary
-
-
-def _bounded_block_cache() -> contextlib.AbstractContextManager:
-    """Cap GDAL's block cache unless the user set one: by default it keeps every block
-    read, up to 5% of RAM, and memory would grow with the mask for nothing."""
-    if "GDAL_CACHEMAX" in os.environ or (rasterio.env.hasenv()
-                                         and "GDAL_CACHEMAX" in rasterio.env.getenv()):
-        return contextlib.nullcontext()
-    return rasterio.Env(GDAL_CACHEMAX=_CACHE_MB)
 
 
 def _open_mask(path: str) -> rasterio.DatasetReader:
