@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import resource
 import time
 import warnings
@@ -33,7 +34,8 @@ from glnet_cli.device import autocast
 from glnet_cli.errors import GlnetWarning, InputError
 from glnet_cli.grid import Block, Box, ScenePlan, plan_scene
 from glnet_cli.paths import atomic_output, check_output, removing
-from glnet_cli.raster import SceneInfo, SceneReader, bounded_block_cache, inspect_scene
+from glnet_cli.raster import (BLOCK_CACHE_MB, SceneInfo, SceneReader, bounded_block_cache,
+                              inspect_scene)
 from glnet_cli.workers import BackgroundWorker, Prefetcher
 from glnet_cli.writer import MaskWriter, convert_to_cog
 from models.fpn import Pyramid
@@ -88,6 +90,7 @@ class PlanSummary:
     #: Network passes over crops: the main pass, plus the L2G pass at stage 3.
     crops_to_run: int
     estimated_peak_mb: float
+    estimated_gpu_mb: Optional[float] = None
 
 
 # -- items the reader thread hands to the device loop -------------------------
@@ -167,28 +170,39 @@ class Segmenter:
         plan = self.plan(scene)
         empty = _estimate_empty(scene, plan)
         runs = len(plan.crops) - empty + self._l2g_crop_count(plan)
-        return PlanSummary(scene, plan, self.stage, empty, runs, self._estimate_peak_mb(plan))
+        return PlanSummary(scene, plan, self.stage, empty, runs, *self._estimate_peak_mb(plan))
 
     def _l2g_crop_count(self, plan: ScenePlan) -> int:
         if self.stage != 3:
             return 0
         return sum(len(plan.block_crop_grid(b, self.options.overlap)) for b in plan.blocks)
 
-    def _estimate_peak_mb(self, plan: ScenePlan) -> float:
-        """Rough peak memory: weights, one batch of activations, crops and tiles in flight."""
-        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+    def _estimate_peak_mb(self, plan: ScenePlan) -> tuple[float, Optional[float]]:
+        """Rough peak memory (host MB, GPU MB or None) of a run over ``plan``.
+
+        Host: this process as it stands (libraries and model loaded), GDAL's
+        capped block cache, the crops and tiles in flight, and on the CPU the
+        network's activations. GPU: weights, activations and global maps.
+        """
         cfg = self.info.config
         q = self.info.size_p // 4
-        pyramid_per_crop = 4 * q * q * (sum(self.model.global_branch.backbone.out_channels) / 4
-                                        + 3 * cfg.width + 4 * cfg.width)
-        activations = 3 * self.options.batch_size * pyramid_per_crop * 4
-        global_maps = 2 * pyramid_per_crop * (self.info.size_g / self.info.size_p) ** 2 * 4
-        per_crop_cache = cfg.n_classes * q * q * 2 + self.info.size_p ** 2
-        crops_per_band = math.ceil(plan.width / max(1, self.info.size_p - self.options.overlap)) \
-            * max(2, math.ceil(self.info.context_size / 4 / self.info.size_p) + 1)
-        tiles = 32 * 512 * 512 * (cfg.n_classes * 4 + 8)
-        return (weights + activations + global_maps + crops_per_band * per_crop_cache
-                + tiles) / 2 ** 20
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        trunk = self.model.global_branch.backbone.out_channels
+        # A crop's own pyramid and the global regions it is fed, kept for the whole
+        # forward pass, plus the trunk's largest transient (the stride-2 stem).
+        per_crop = 4 * (2 * _pyramid_floats(q, trunk, cfg.width) + 4 * q * q * 64)
+        activations = self.options.batch_size * per_crop
+        global_maps = 2 * 4 * _pyramid_floats(self.info.size_g // 4, trunk, cfg.width)
+        cached_crop = cfg.n_classes * q * q * 2 + self.info.size_p ** 2
+        step = max(1, self.info.size_p - self.options.overlap)
+        crops_in_flight = math.ceil(plan.width / step) * (math.ceil(self.info.context_size / step)
+                                                          // 2 + 2)
+        tiles = 2 * 512 * 512 * (cfg.n_classes * 4 + 8)  # the tile being blended, its output
+        host = _current_rss() + BLOCK_CACHE_MB * 2 ** 20 + crops_in_flight * cached_crop + tiles
+        network = activations + global_maps
+        if self.device.type == "cuda":
+            return host / 2 ** 20, (weights + network) / 2 ** 20
+        return (host + network) / 2 ** 20, None
 
     # -- running -------------------------------------------------------------
 
@@ -386,6 +400,22 @@ def _fractions(boxes: Sequence[Box], block: Box) -> tuple[list[tuple[float, floa
     tl = [((b.row - block.row) / block.height, (b.col - block.col) / block.width) for b in boxes]
     size = boxes[0].height
     return tl, (size / block.height, size / block.width)
+
+
+def _pyramid_floats(q: int, trunk: Sequence[int], width: int) -> float:
+    """Numbers in one branch's pyramid whose finest level (C2, P2) is ``q`` x ``q``."""
+    levels = sum(q * q / 4 ** i for i in range(4))  # strides 4, 8, 16, 32
+    trunk_floats = sum(c * q * q / 4 ** i for i, c in enumerate(trunk))
+    return trunk_floats + levels * (2 * width + width / 2) + 2 * width * q * q
+
+
+def _current_rss() -> int:
+    """This process's resident memory in bytes (its peak so far where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _estimate_empty(scene: SceneInfo, plan: ScenePlan, longest: int = 1024) -> int:

@@ -157,6 +157,8 @@ def _print_plan(summary: PlanSummary) -> None:
             ("crop passes to run", str(summary.crops_to_run)),
             ("output tiles", str(len(plan.tiles))),
             ("estimated peak memory", f"{summary.estimated_peak_mb:.0f} MB")]
+    if summary.estimated_gpu_mb is not None:
+        rows.append(("estimated peak GPU memory", f"{summary.estimated_gpu_mb:.0f} MB"))
     for name, value in rows:
         table.add_row(name, value)
     Console().print(table)
