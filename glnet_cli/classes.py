@@ -74,7 +74,7 @@ class ClassTable:
             known |= hit
         if not known.all():
             bad = packed[~known][0]
-            colour = ((bad >> 16) & 255, (bad >> 8) & 255, bad & 255)
+            colour = (int(bad >> 16) & 255, int(bad >> 8) & 255, int(bad) & 255)
             raise InputError(f"{source}: colour {colour} is not in the class table")
         return out
 

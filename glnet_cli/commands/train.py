@@ -1,0 +1,145 @@
+"""``glnet train``: GLNet's three training stages on a folder of tiles."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from glnet_cli.distributed import launched_as_main
+from glnet_cli.options import (bands_opt, classes_opt, device_opt, overwrite_opt,
+                               precision_opt, quiet_opt)
+from glnet_cli.progress import ProgressReporter, stderr_console
+from glnet_cli.train import (PAPER_EPOCHS, PAPER_LR, WEIGHT_DECAY, EpochRecord, TrainConfig,
+                             TrainResult, train)
+from models.backbone import list_backbones
+
+
+class PerStageType(click.ParamType):
+    """``120`` for every stage, or ``120,50,120`` stage by stage."""
+
+    name = "n[,n,n]"
+
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
+
+    def convert(self, value: Any, param: Optional[click.Parameter],
+                ctx: Optional[click.Context]) -> tuple:
+        if isinstance(value, tuple):
+            return value
+        try:
+            values = tuple(self.kind(v) for v in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r}: give one number, or three separated by commas", param, ctx)
+        if len(values) not in (1, 3) or min(values) <= 0:
+            self.fail(f"{value!r}: give one positive number, or three (stages 1, 2, 3)",
+                      param, ctx)
+        return values * 3 if len(values) == 1 else values
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _epoch_table(record: EpochRecord) -> Table:
+    title = (f"stage {record.stage}, epoch {record.epoch}/{record.epochs}: loss "
+             f"{record.train_loss:.4f}, lr {record.lr:.2e}, {record.seconds:.0f} s")
+    table = Table(title=title, title_justify="left")
+    for column in ["val mIoU", "accuracy", *record.val_iou]:
+        table.add_column(column, justify="right")
+    best = " (best)" if record.best else ""
+    table.add_row(_fmt(record.val_miou) + best, _fmt(record.val_accuracy),
+                  *map(_fmt, record.val_iou.values()))
+    return table
+
+
+def _show_epoch(record: EpochRecord) -> None:
+    stderr_console.print(_epoch_table(record))
+
+
+def _summary(result: TrainResult) -> None:
+    table = Table(title="training summary", title_justify="left")
+    for column in ("stage", "epochs", "last loss", "best val mIoU", "last val mIoU"):
+        table.add_column(column, justify="right")
+    for stage in sorted({r.stage for r in result.history}):
+        records = [r for r in result.history if r.stage == stage]
+        scores = [r.val_miou for r in records if r.val_miou is not None]
+        table.add_row(str(stage), f"{records[-1].epoch}/{records[-1].epochs}",
+                      f"{records[-1].train_loss:.4f}", _fmt(max(scores, default=None)),
+                      _fmt(records[-1].val_miou))
+    Console().print(table)
+    state = "finished" if result.finished else "stopped (continue with --resume)"
+    click.echo(f"wrote {result.output}: stage {result.info.stage}, {state}")
+    if result.best:
+        click.echo(f"best epoch of the last stage: {result.best}")
+
+
+@click.command("train")
+@click.option("--tiles", type=click.Path(file_okay=False),
+              help="Tile folder: images/ + masks/ with matching names, or *_sat.jpg + *_mask.png.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Model file to write (MODEL.best.pt and MODEL.metrics.jsonl go beside it).")
+@click.option("--stage", type=click.Choice(["1", "2", "3", "all"]), default="all",
+              show_default=True, help="1 global, 2 global-to-local, 3 local-to-global.")
+@click.option("--epochs", type=PerStageType(int), default=",".join(map(str, PAPER_EPOCHS)),
+              show_default=True, help="Epochs: one number for every stage, or three.")
+@click.option("--lr", type=PerStageType(float), default=",".join(map(str, PAPER_LR)),
+              show_default=True, help="Learning rate: one, or three (stages 1, 2, 3).")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=WEIGHT_DECAY,
+              show_default=True, help="Adam weight decay (0 helps short runs from scratch).")
+@click.option("--backbone", type=click.Choice(list_backbones()), default=None,
+              help="ResNet trunk [default: resnet50, or the --init model's].")
+@click.option("--width", type=click.IntRange(min=8), default=None,
+              help="FPN width [default: 256, or the --init model's].")
+@click.option("--size-g", type=click.IntRange(min=32), default=None,
+              help="Side of the global view [default: 508, or the --init model's].")
+@click.option("--size-p", type=click.IntRange(min=32), default=None,
+              help="Side of a local crop [default: 508, or the --init model's].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Tiles per optimiser step (per process under torchrun).")
+@click.option("--sub-batch-size", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Crops of one tile per pass through the local branch.")
+@click.option("--val", type=click.Path(file_okay=False), default=None,
+              help="Validation tile folder (same layout as --tiles).")
+@click.option("--val-split", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+              help="Without --val: this share of tiles, chosen by a hash of the file name.")
+@classes_opt
+@click.option("--ignore-index", type=click.IntRange(min=0), default=255, show_default=True,
+              help="Mask value left out of the loss and the scores.")
+@bands_opt
+@click.option("--pretrained", default="imagenet", show_default=True,
+              help="Backbone start: imagenet (torchvision's cache), none, or a glnet model file.")
+@click.option("--init", type=click.Path(dir_okay=False), default=None,
+              help="Start from this model file (required by --stage 2 or 3 alone).")
+@click.option("--resume", is_flag=True,
+              help="Continue the run saved in --output (its options are read from it).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of weights, data order and augmentation.")
+@device_opt
+@precision_opt
+@click.option("--num-workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Processes reading tiles.")
+@click.option("--color-jitter", is_flag=True, help="Random brightness and contrast.")
+@click.option("--skip-bad", is_flag=True,
+              help="Skip unusable tile pairs (with a warning each) instead of stopping.")
+@overwrite_opt
+@quiet_opt
+def train_command(tiles: Optional[str], output: str, quiet: bool, **options: Any) -> None:
+    """Train a GLNet model on a folder of image/mask tiles, stage by stage.
+
+    \b
+    Example:
+      glnet train --tiles deepglobe/train --classes deepglobe -o deepglobe.pt
+      glnet train --resume -o deepglobe.pt
+      torchrun --nproc_per_node 4 -m glnet_cli train --tiles tiles -o m.pt
+    """
+    if tiles is None and not options["resume"]:
+        raise click.UsageError("give --tiles (only --resume reads it from the model file)")
+    quiet = quiet or not launched_as_main()
+    config = TrainConfig(tiles=tiles or "", output=output, **options)
+    with ProgressReporter("train", quiet=quiet, unit="steps") as progress:
+        result = train(config, progress=progress, on_epoch=None if quiet else _show_epoch)
+    if result.is_main:
+        _summary(result)
