@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -62,3 +63,18 @@ def test_reference_checkpoints_example_runs_released_layout(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "fits" in done.stdout
     assert (tmp_path / "out.tif").exists() and (tmp_path / "out.gpkg").exists()
+
+
+def test_quickstart_learns_the_sample_scene(tmp_path):
+    """The one-command quickstart: data, training, segmentation, polygons, scores.
+
+    On the 2-core development machine it takes about 80 s and prints
+    mIoU 0.910 against an all-majority-class baseline of 0.149.
+    """
+    done = run_example("quickstart.sh", tmp_path / "qs", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("quickstart mIoU:"))
+    miou, baseline = map(float, re.findall(r"(?:mIoU|baseline): ([0-9.]+)", line))
+    assert miou > baseline + 0.3, line
+    for name in ("model.pt", "model.best.pt", "mask.tif", "landcover.gpkg", "scores.json"):
+        assert (tmp_path / "qs" / name).exists()
