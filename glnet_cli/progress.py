@@ -58,7 +58,7 @@ class ProgressReporter:
             self._progress.update(self._task, description=description)
 
     def __call__(self, done: int, total: Optional[int] = None, **info: Any) -> None:
-        text = "  ".join(f"{k} {_fmt(v)}" for k, v in info.items())
+        text = "  ".join(f"{_label(k)} {_fmt(v)}" for k, v in info.items())
         if self._progress is not None:
             self._progress.update(self._task, completed=done, total=total, info=text)
             return
@@ -74,6 +74,11 @@ class ProgressReporter:
             click.echo(f"{self.description}: {done}{of} {self.unit} {text}".rstrip(),
                        err=True)
             sys.stderr.flush()
+
+
+def _label(key: str) -> str:
+    """``mpx_per_s`` -> ``Mpx/s``: keyword names as a reader expects them."""
+    return key.replace("mpx", "Mpx").replace("_per_s", "/s").replace("_", " ")
 
 
 def _fmt(value: Any) -> str:

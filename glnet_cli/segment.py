@@ -310,7 +310,7 @@ class Segmenter:
                     self._release(index, plan, tiles_left, crops_left, cache, output)
             if progress is not None:
                 elapsed = max(time.perf_counter() - started, 1e-9)
-                progress(done, total, mpx_s=plan.height * plan.width / 1e6 * done / total
+                progress(done, total, mpx_per_s=plan.height * plan.width / 1e6 * done / total
                          / elapsed)
 
     def _release(self, crop: int, plan: ScenePlan, tiles_left: list[int],
