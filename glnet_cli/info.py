@@ -21,15 +21,10 @@ from rasterio.crs import CRS
 from glnet_cli.checkpoint import ModelInfo, load_model, read_header, read_info
 from glnet_cli.errors import GlnetWarning, InputError, ModelFileError, RasterError
 from glnet_cli.raster import SceneInfo, inspect_scene
-from glnet_cli.segment import Segmenter
+from glnet_cli.segment import GSD_RATIO_RANGE, Segmenter
 
 #: Extensions that make :func:`describe_file` try the file as a model first.
 MODEL_EXTENSIONS = (".pt", ".pth", ".ckpt")
-#: Scene / model pixel-size ratios that ``glnet segment`` accepts without a warning
-#: (:meth:`glnet_cli.segment.Segmenter.inspect`).
-GSD_RATIO_RANGE = (0.5, 2.0)
-
-
 def describe_file(path: str | os.PathLike) -> dict[str, Any]:
     """A model file or a scene: the extension decides which is tried first, then the other.
 

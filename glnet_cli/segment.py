@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[..., None]
 
+#: Scene / model pixel-size ratios that run without a warning about scale.
+GSD_RATIO_RANGE = (0.5, 2.0)
+
 
 @dataclass(frozen=True)
 class SegmentOptions:
@@ -155,7 +158,8 @@ class Segmenter:
         """Open and check a scene against the model (bands, data type, scale)."""
         scene = inspect_scene(path, self.options.bands, self.info.config.in_channels)
         self.info.scaling.check(scene.dtype, path)
-        if scene.gsd and self.info.gsd and not 0.5 <= scene.gsd / self.info.gsd <= 2:
+        low, high = GSD_RATIO_RANGE
+        if scene.gsd and self.info.gsd and not low <= scene.gsd / self.info.gsd <= high:
             warnings.warn(f"{path}: pixels are {scene.gsd:.3g} units, the model was trained on "
                           f"{self.info.gsd:.3g}; results may suffer", GlnetWarning, stacklevel=2)
         return scene
