@@ -194,16 +194,17 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> M
     return ModelFile(model.to(device).eval(), info, payload.get("training_state"))
 
 
-def read_info(path: str | os.PathLike) -> ModelInfo:
-    """Only the metadata (still reads the file, but builds no network)."""
+def read_metadata(path: str | os.PathLike) -> tuple[ModelInfo, dict[str, Any]]:
+    """The metadata and the header (format version, L2G flag) in one read; no network built."""
     path = os.fspath(path)
+    payload = _read_payload(path)
     try:
-        return ModelInfo.from_dict(_read_payload(path))
+        info = ModelInfo.from_dict(payload)
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: model file metadata is damaged ({exc})") from None
+    return info, {"format_version": payload["format_version"], "l2g": bool(payload.get("l2g"))}
 
 
-def read_header(path: str | os.PathLike) -> dict[str, Any]:
-    """Format version and L2G flag, which :class:`ModelInfo` leaves out; builds no network."""
-    payload = _read_payload(os.fspath(path))
-    return {"format_version": payload["format_version"], "l2g": bool(payload.get("l2g"))}
+def read_info(path: str | os.PathLike) -> ModelInfo:
+    """Only the metadata (still reads the file, but builds no network)."""
+    return read_metadata(path)[0]

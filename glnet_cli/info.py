@@ -18,7 +18,7 @@ import rasterio
 import torch
 from rasterio.crs import CRS
 
-from glnet_cli.checkpoint import ModelInfo, load_model, read_header, read_info
+from glnet_cli.checkpoint import ModelInfo, load_model, read_metadata
 from glnet_cli.errors import GlnetWarning, InputError, ModelFileError, RasterError
 from glnet_cli.raster import SceneInfo, inspect_scene
 from glnet_cli.segment import GSD_RATIO_RANGE, Segmenter
@@ -47,8 +47,8 @@ def describe_file(path: str | os.PathLike) -> dict[str, Any]:
 def describe_model(path: str | os.PathLike) -> dict[str, Any]:
     """Metadata of a model file (:meth:`ModelInfo.to_dict` keys plus the file header)."""
     path = os.fspath(path)
-    header = read_header(path)
-    return {"kind": "model", "path": path, **header, **read_info(path).to_dict()}
+    info, header = read_metadata(path)
+    return {"kind": "model", "path": path, **header, **info.to_dict()}
 
 
 def describe_scene(path: str | os.PathLike) -> dict[str, Any]:
