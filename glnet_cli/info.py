@@ -68,7 +68,7 @@ def describe_scene(path: str | os.PathLike) -> dict[str, Any]:
         "transform": list(t)[:6],
         # Lengths of the pixel's sides, so that a rotated grid reports its true size.
         "pixel_size": [math.hypot(t.a, t.d), math.hypot(t.b, t.e)],
-        "gsd": scene.gsd, "overviews": list(scene.overviews), "nodata": scene.nodata,
+        "gsd": scene.gsd, "overviews": list(scene.overviews), "nodata": _json_number(scene.nodata),
         "block_shape": list(scene.block_shape),
     }
 
@@ -167,3 +167,10 @@ def _gsd_check(info: ModelInfo, scene: SceneInfo) -> dict[str, str]:
         return _check("pixel size", "ok", detail)
     return _check("pixel size", "warn", f"{detail}; results may suffer: resample the scene "
                                         f"to about {info.gsd:.3g} units/pixel")
+
+
+def _json_number(value: Optional[float]) -> Optional[float | str]:
+    """NaN and infinities as strings ("nan"), which strict JSON readers accept."""
+    if value is not None and not math.isfinite(value):
+        return str(value)
+    return value
