@@ -7,7 +7,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from glnet_cli.classes import IGNORE_INDEX
 from glnet_cli.grid import Box, blend_weights
@@ -51,14 +50,13 @@ class TileBlender:
             part = tile.intersection(crop.box)
             if part is None:
                 continue
-            full = F.interpolate(crop.probs[None].float(), size=(crop.box.height, crop.box.width),
-                                 mode="bilinear", align_corners=False)[0]
             src = (slice(part.row - crop.box.row, part.bottom - crop.box.row),
                    slice(part.col - crop.box.col, part.right - crop.box.col))
             dst = (slice(part.row - tile.row, part.bottom - tile.row),
                    slice(part.col - tile.col, part.right - tile.col))
+            region = upsample_region(crop.probs.float(), (crop.box.height, crop.box.width), *src)
             weight = self.weights[src]
-            total[(slice(None),) + dst] += full[(slice(None),) + src] * weight
+            total[(slice(None),) + dst] += region * weight
             weight_sum[dst] += weight
             valid[dst] |= crop.valid[src]
         classes = total.argmax(dim=0).numpy().astype(np.uint8)
@@ -69,3 +67,27 @@ class TileBlender:
             probabilities = (blended.clamp(0, 1) * 255).round().numpy().astype(np.uint8)
             probabilities[:, ~valid] = 0
         return FinishedTile(tile, classes, probabilities)
+
+
+def _linear_axis(size_out: int, size_in: int, part: slice) -> tuple[torch.Tensor, ...]:
+    """Source indexes and weights of bilinear resizing (no corner alignment) along one axis."""
+    out = torch.arange(part.start, part.stop, dtype=torch.float32)
+    src = ((out + 0.5) * (size_in / size_out) - 0.5).clamp_min(0)
+    low = src.floor().long().clamp_max(size_in - 1)
+    high = (low + 1).clamp_max(size_in - 1)
+    return low, high, src - low
+
+
+def upsample_region(maps: torch.Tensor, size: tuple[int, int], rows: slice,
+                    cols: slice) -> torch.Tensor:
+    """``rows`` x ``cols`` of ``maps`` (C, h, w) resized bilinearly to ``size``.
+
+    Equal to slicing ``F.interpolate(..., mode="bilinear", align_corners=False)``
+    but computes only the region, so a crop spread over several output tiles
+    is upsampled once in all rather than once per tile.
+    """
+    r0, r1, wr = _linear_axis(size[0], maps.shape[1], rows)
+    c0, c1, wc = _linear_axis(size[1], maps.shape[2], cols)
+    wr, wc = wr[:, None], wc[None, :]
+    top = maps[:, r0] * (1 - wr) + maps[:, r1] * wr
+    return top[:, :, c0] * (1 - wc) + top[:, :, c1] * wc
