@@ -12,6 +12,8 @@ from __future__ import annotations
 USER_ERROR = 2
 #: Exit code for failures inside glnet.
 INTERNAL_ERROR = 1
+#: Exit code for a failing environment (full disk, I/O error): not the user's input.
+ENVIRONMENT_ERROR = 1
 
 
 class GlnetError(Exception):
@@ -46,6 +48,12 @@ class OutputExistsError(GlnetError, FileExistsError):
 
 class OutputError(GlnetError, OSError):
     """The output cannot be written (missing folder, no permission)."""
+
+
+class OutputWriteError(OutputError):
+    """Writing the output failed (disk full, file size limit, I/O error): nothing was published."""
+
+    exit_code = ENVIRONMENT_ERROR
 
 
 class DataError(InputError):
