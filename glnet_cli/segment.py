@@ -225,8 +225,9 @@ class Segmenter:
             torch.cuda.reset_peak_memory_stats(self.device)
         with contextlib.ExitStack() as stack:
             stack.enter_context(bounded_block_cache())
-            mask_tmp = stack.enter_context(atomic_output(output, ".tif"))
-            probs_tmp = (stack.enter_context(atomic_output(probabilities, ".tif"))
+            mask_tmp = stack.enter_context(atomic_output(output, ".tif", overwrite=overwrite))
+            probs_tmp = (stack.enter_context(atomic_output(probabilities, ".tif",
+                                                             overwrite=overwrite))
                          if probabilities else None)
             target = stack.enter_context(removing(mask_tmp + ".gtiff")) if cog else mask_tmp
             self._stream(scene, plan, target, probs_tmp, list(creation_options), result,

@@ -486,7 +486,8 @@ class _Run:
                  "rng": rng_state(),
                  "history": [asdict(r) for r in self.history]}
         save_model(self.config.output, self.model, self.info, training_state=state)
-        with atomic_output(self.log_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        with atomic_output(self.log_path, overwrite=True) as tmp, \
+                open(tmp, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(asdict(r)) + "\n" for r in self.history)
 
 
