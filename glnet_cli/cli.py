@@ -9,9 +9,10 @@ from typing import Any
 
 import click
 
-from glnet_cli import __version__
+from glnet_cli import __version__, gdal_messages
 from glnet_cli.errors import INTERNAL_ERROR, GlnetError
 from glnet_cli.commands import COMMANDS
+from glnet_cli.signals import Terminated, install_sigterm
 
 log = logging.getLogger("glnet_cli")
 
@@ -36,6 +37,9 @@ class GlnetGroup(click.Group):
             if ctx.meta.get("glnet.debug"):
                 raise
             click.echo(f"glnet: error: {_one_line(exc)}", err=True)
+            ctx.exit(exc.exit_code)
+        except Terminated as exc:
+            click.echo(f"glnet: interrupted ({exc.signal_name})", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("glnet: interrupted", err=True)
@@ -68,6 +72,8 @@ def main(ctx: click.Context, verbose: int, debug: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     warnings.showwarning = _show_warning
+    gdal_messages.install(verbose)
+    install_sigterm()
 
 
 for _command in COMMANDS:
