@@ -12,16 +12,19 @@ import math
 import os
 import re
 import warnings
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import rasterio
-import torch
 from rasterio.crs import CRS
 
-from glnet_cli.checkpoint import ModelInfo, load_model, read_metadata
 from glnet_cli.errors import GlnetWarning, InputError, ModelFileError, RasterError
 from glnet_cli.raster import SceneInfo, inspect_scene
-from glnet_cli.segment import GSD_RATIO_RANGE, Segmenter
+
+if TYPE_CHECKING:
+    from glnet_cli.checkpoint import ModelInfo
+
+# torch (checkpoint, segment) is imported only where a model is read, so that
+# `glnet info scene.tif` stays light.
 
 #: Extensions that make :func:`describe_file` try the file as a model first.
 MODEL_EXTENSIONS = (".pt", ".pth", ".ckpt")
@@ -46,6 +49,8 @@ def describe_file(path: str | os.PathLike) -> dict[str, Any]:
 
 def describe_model(path: str | os.PathLike) -> dict[str, Any]:
     """Metadata of a model file (:meth:`ModelInfo.to_dict` keys plus the file header)."""
+    from glnet_cli.checkpoint import read_metadata
+
     path = os.fspath(path)
     info, header = read_metadata(path)
     return {"kind": "model", "path": path, **header, **info.to_dict()}
@@ -82,6 +87,11 @@ def check_fit(path: str | os.PathLike, model_path: str | os.PathLike,
     when no check fails; ``verdict`` is the line to show. The plan comes from
     the same :class:`Segmenter` that segment uses, so it counts what a run would.
     """
+    import torch
+
+    from glnet_cli.checkpoint import load_model
+    from glnet_cli.segment import Segmenter
+
     path, model_path = os.fspath(path), os.fspath(model_path)
     model_file = load_model(model_path)
     info = model_file.info
@@ -155,6 +165,8 @@ def _dtype_check(info: ModelInfo, dtype: str, path: str) -> dict[str, str]:
 
 
 def _gsd_check(info: ModelInfo, scene: SceneInfo) -> dict[str, str]:
+    from glnet_cli.segment import GSD_RATIO_RANGE
+
     if info.gsd is None:
         return _check("pixel size", "unknown", "the model file records no pixel size")
     if scene.gsd is None:

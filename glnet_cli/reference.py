@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from glnet_cli.checkpoint import InputScaling, ModelFile, ModelInfo, save_model
-from glnet_cli.classes import ClassTable
 from glnet_cli.errors import InputError, ReferenceCheckpointError
-from models.convert import ReferenceLayoutError, load_reference
+
+if TYPE_CHECKING:
+    from glnet_cli.checkpoint import ModelFile
+    from glnet_cli.classes import ClassTable
 
 #: How the released DeepGlobe models were trained: whole 2448 x 2448 images
 #: seen by the global branch as 508 x 508, crops of 508, 0.5 m pixels.
@@ -20,6 +21,10 @@ def convert_reference(stage1: str, output: str, classes: ClassTable,
                       context_size: int = 2448, size_g: int = 508, size_p: int = 508,
                       gsd: Optional[float] = 0.5) -> ModelFile:
     """Load the reference files, check them, and save our model file at ``output``."""
+    # torch: imported here, so that `glnet convert-reference --help` reads DEEPGLOBE_CONTEXT fast.
+    from glnet_cli.checkpoint import InputScaling, ModelFile, ModelInfo, save_model
+    from models.convert import ReferenceLayoutError, load_reference
+
     for label, path in (("--stage1", stage1), ("--stage2", stage2), ("--stage3", stage3)):
         if path is not None and not os.path.isfile(path):
             raise InputError(f"{path}: no such file ({label})")

@@ -36,6 +36,7 @@ from glnet_cli.distributed import DistContext, distributed
 from glnet_cli.errors import DataError, GlnetWarning, InputError, PretrainedWeightsMissing
 from glnet_cli.metrics import ConfusionMatrix
 from glnet_cli.paths import atomic_output, check_output
+from glnet_cli.train_settings import PAPER_EPOCHS, PAPER_LR, WEIGHT_DECAY
 from glnet_cli.train_steps import STAGE_LOSSES, predict, step_inputs
 from models.backbone import PretrainedWeightsUnavailable
 from models.glnet import GLNet
@@ -43,10 +44,6 @@ from models.losses import FocalLoss
 
 log = logging.getLogger(__name__)
 
-#: The paper's epochs and learning rates, stage by stage.
-PAPER_EPOCHS = (120, 50, 120)
-PAPER_LR = (5e-5, 2e-5, 5e-5)
-WEIGHT_DECAY = 5e-4
 POLY_POWER = 0.9
 FOCAL_GAMMA = 3.0
 #: Architecture defaults, used unless --init/--resume names a model.

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+import math
+from typing import TYPE_CHECKING, Optional
 
 import click
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from glnet_cli.classes import load_class_table
-from glnet_cli.evaluate import EvaluationResult, evaluate
 from glnet_cli.options import IntListType, classes_opt, quiet_opt
 from glnet_cli.progress import ProgressReporter
+
+if TYPE_CHECKING:
+    from glnet_cli.evaluate import EvaluationResult
 
 
 @click.command("evaluate")
@@ -47,6 +48,9 @@ def evaluate_command(prediction: str, truth: str, classes: Optional[str],
       glnet evaluate mask.tif truth_rgb.png --classes deepglobe --json
       glnet evaluate mask.tif buildings.gpkg --attribute class_id
     """
+    from glnet_cli.classes import load_class_table  # here, so that --help starts at once
+    from glnet_cli.evaluate import evaluate
+
     table = load_class_table(classes) if classes else None
     with ProgressReporter("evaluate", quiet, unit="windows") as report:
         result = evaluate(prediction, truth, classes=table,
@@ -80,4 +84,4 @@ def _print_tables(result: EvaluationResult) -> None:
 
 
 def _fmt(value: float) -> str:
-    return "-" if np.isnan(value) else f"{value:.4f}"
+    return "-" if math.isnan(value) else f"{value:.4f}"

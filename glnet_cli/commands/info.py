@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.table import Table
 
 from glnet_cli.errors import USER_ERROR
-from glnet_cli.info import check_fit, describe_file
 from glnet_cli.options import bands_opt
 
 
@@ -49,6 +48,8 @@ def info_command(ctx: click.Context, path: str, model_path: Optional[str],
       glnet info scene.tif --json
       glnet info scene.tif --model model.pt --bands 3,2,1
     """
+    from glnet_cli.info import check_fit, describe_file  # GDAL: here, so that --help is instant
+
     report = describe_file(path)
     if report["kind"] == "model" and model_path:
         raise click.UsageError(f"{path} is a model file; --model checks a scene against it")

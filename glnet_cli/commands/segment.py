@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import click
 from rich.console import Console
@@ -12,13 +12,13 @@ from rich.table import Table
 
 from glnet_cli.batch import (check_unique_outputs, expand_inputs, output_name, run_batch, shard,
                              write_report)
-from glnet_cli.checkpoint import load_model
-from glnet_cli.distributed import distributed
 from glnet_cli.errors import InputError, OutputError
 from glnet_cli.options import (bands_opt, batch_size_opt, creation_opt, device_opt, model_opt,
                                overwrite_opt, precision_opt, quiet_opt)
 from glnet_cli.progress import ProgressReporter
-from glnet_cli.segment import PlanSummary, SegmentOptions, Segmenter, SegmentResult
+
+if TYPE_CHECKING:
+    from glnet_cli.segment import PlanSummary, Segmenter, SegmentResult
 
 NO_MODEL = ("no model given: pass --model MODEL.pt or set GLNET_MODEL=/path/to/model.pt "
             "(train one with 'glnet train', or convert the released reference models with "
@@ -71,6 +71,10 @@ def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str
     """
     if not model_path:
         raise InputError(NO_MODEL)
+    from glnet_cli.checkpoint import load_model  # torch: here, so that --help starts at once
+    from glnet_cli.distributed import distributed
+    from glnet_cli.segment import SegmentOptions, Segmenter
+
     batch = (len(inputs) > 1 or os.path.isdir(output) or output.endswith(("/", os.sep))
              or any(os.path.isdir(i) or glob.has_magic(i) or i.startswith("@") for i in inputs))
     options = SegmentOptions(int(stage) if stage else None, batch_size, overlap, precision, bands)

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from glnet_cli.distributed import launched_as_main
 from glnet_cli.options import (bands_opt, classes_opt, device_opt, overwrite_opt,
                                precision_opt, quiet_opt)
 from glnet_cli.progress import ProgressReporter, stderr_console
-from glnet_cli.train import (PAPER_EPOCHS, PAPER_LR, WEIGHT_DECAY, EpochRecord, TrainConfig,
-                             TrainResult, train)
-from models.backbone import list_backbones
+from glnet_cli.train_settings import BACKBONES, PAPER_EPOCHS, PAPER_LR, WEIGHT_DECAY
+
+if TYPE_CHECKING:
+    from glnet_cli.train import EpochRecord, TrainResult
 
 
 class PerStageType(click.ParamType):
@@ -89,7 +89,7 @@ def _summary(result: TrainResult) -> None:
               show_default=True, help="Learning rate: one, or three (stages 1, 2, 3).")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=WEIGHT_DECAY,
               show_default=True, help="Adam weight decay (0 helps short runs from scratch).")
-@click.option("--backbone", type=click.Choice(list_backbones()), default=None,
+@click.option("--backbone", type=click.Choice(BACKBONES), default=None,
               help="ResNet trunk [default: resnet50, or the --init model's].")
 @click.option("--width", type=click.IntRange(min=8), default=None,
               help="FPN width [default: 256, or the --init model's].")
@@ -135,6 +135,9 @@ def train_command(tiles: Optional[str], output: str, quiet: bool, **options: Any
       glnet train --resume -o deepglobe.pt
       torchrun --nproc_per_node 4 -m glnet_cli train --tiles tiles -o m.pt
     """
+    from glnet_cli.distributed import launched_as_main  # torch: here, so --help is instant
+    from glnet_cli.train import TrainConfig, train
+
     if tiles is None and not options["resume"]:
         raise click.UsageError("give --tiles (only --resume reads it from the model file)")
     quiet = quiet or not launched_as_main()

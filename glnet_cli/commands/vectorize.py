@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import click
 from rich.console import Console
@@ -11,7 +11,9 @@ from rich.table import Table
 from glnet_cli.options import IntListType, overwrite_opt, quiet_opt
 from glnet_cli.progress import ProgressReporter
 from glnet_cli.vector_output import DRIVER_NAMES, LAYOUTS
-from glnet_cli.vectorize import VectorizeSummary, vectorize
+
+if TYPE_CHECKING:
+    from glnet_cli.vectorize import VectorizeSummary
 
 
 @click.command("vectorize")
@@ -51,6 +53,8 @@ def vectorize_command(mask: str, output: str, driver: Optional[str], layout: str
       glnet vectorize mask.tif -o landcover.gpkg --layout layer-per-class --simplify 0.5
       glnet vectorize mask.tif -o buildings.geojson   # WGS84, RFC 7946
     """
+    from glnet_cli.vectorize import vectorize  # GDAL: here, so that --help starts at once
+
     with ProgressReporter("vectorize", quiet, unit="windows") as report:
         summary = vectorize(mask, output, driver=driver, layout=layout, classes=classes,
                             min_area=min_area, simplify=simplify, background=background,

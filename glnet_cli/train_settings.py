@@ -1,0 +1,14 @@
+"""The paper's training settings and glnet's architecture defaults, as plain values.
+
+Kept apart from :mod:`glnet_cli.train` so that ``glnet train --help`` shows
+them without importing torch.
+"""
+
+from __future__ import annotations
+
+#: The paper's epochs and learning rates, stage by stage.
+PAPER_EPOCHS = (120, 50, 120)
+PAPER_LR = (5e-5, 2e-5, 5e-5)
+WEIGHT_DECAY = 5e-4
+#: The trunks :func:`models.backbone.build_backbone` builds (tests check that they agree).
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
