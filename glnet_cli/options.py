@@ -68,6 +68,10 @@ precision_opt = click.option(
 batch_size_opt = click.option(
     "--batch-size", type=click.IntRange(min=1), default=6, show_default=True,
     help="Local crops per forward pass.")
+nodata_opt = click.option(
+    "--nodata", type=float, default=None, metavar="VALUE",
+    help="The input's nodata value (a number or nan) when its file declares none; "
+         "replaces the file's own, as rio's --nodata.")
 bands_opt = click.option(
     "--bands", type=BandsType(), default=None,
     help="1-based input bands in model order, e.g. 3,2,1 (default: the first N).")

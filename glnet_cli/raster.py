@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import rasterio
+from rasterio.dtypes import in_dtype_range
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.windows import Window
@@ -47,6 +48,8 @@ class SceneInfo:
     mask_flags: tuple[str, ...]
     block_shape: tuple[int, int]
     profile: dict = field(repr=False, default_factory=dict)
+    #: ``nodata`` was declared by the user (``--nodata``), not read from the file.
+    nodata_declared: bool = False
 
     @property
     def pixels(self) -> int:
@@ -104,12 +107,16 @@ def _first_line(exc: BaseException) -> str:
 
 
 def inspect_scene(path: str | os.PathLike, bands: Optional[Sequence[int]] = None,
-                  needed_bands: Optional[int] = None) -> SceneInfo:
+                  needed_bands: Optional[int] = None,
+                  nodata: Optional[float] = None) -> SceneInfo:
     """Open ``path``, check it and choose its bands; refuse what cannot be segmented.
 
     ``bands`` are 1-based band numbers in the order the model expects them; by
     default the first ``needed_bands`` bands. A scene without a CRS is kept
     (with a warning): its output gets the same transform and no CRS.
+    ``nodata`` declares the scene's nodata value (NaN allowed) for a file that
+    lacks one, as rio's ``--nodata``; it replaces the file's own nodata, while
+    an alpha band or mask band still applies.
     """
     path = os.fspath(path)
     with open_raster(path) as src:
@@ -118,6 +125,8 @@ def inspect_scene(path: str | os.PathLike, bands: Optional[Sequence[int]] = None
         if src.dtypes[0] not in _INTEGER_OR_FLOAT:
             raise RasterError(f"{path}: data type {src.dtypes[0]} cannot be segmented")
         chosen = _choose_bands(path, src.count, bands, needed_bands)
+        if nodata is not None:
+            _check_nodata(path, nodata, src.dtypes[chosen[0] - 1])
         if src.crs is None:
             warnings.warn(f"{path}: has no CRS; the mask keeps its transform but has no CRS",
                           GlnetWarning, stacklevel=2)
@@ -125,9 +134,18 @@ def inspect_scene(path: str | os.PathLike, bands: Optional[Sequence[int]] = None
         return SceneInfo(
             path=path, width=src.width, height=src.height, count=src.count,
             dtype=src.dtypes[chosen[0] - 1], crs=src.crs, transform=src.transform,
-            nodata=src.nodata, bands=tuple(chosen), overviews=tuple(src.overviews(chosen[0])),
-            mask_flags=flags, block_shape=tuple(src.block_shapes[chosen[0] - 1]),
-            profile=dict(src.profile))
+            nodata=src.nodata if nodata is None else nodata, bands=tuple(chosen),
+            overviews=tuple(src.overviews(chosen[0])), mask_flags=flags,
+            block_shape=tuple(src.block_shapes[chosen[0] - 1]), profile=dict(src.profile),
+            nodata_declared=nodata is not None)
+
+
+def _check_nodata(path: str, nodata: float, dtype: str) -> None:
+    """A declared nodata must be a value of the data type, or no pixel could ever match it."""
+    if not in_dtype_range(nodata, dtype) or (np.dtype(dtype).kind in "iu"
+                                             and nodata != int(nodata)):
+        raise RasterError(f"{path}: nodata {nodata:g} is not a {dtype} value; "
+                          f"declare one its data type can hold")
 
 
 def _choose_bands(path: str, count: int, bands: Optional[Sequence[int]],
@@ -170,6 +188,10 @@ class SceneReader:
         self.info = info
         self._src = open_raster(info.path)
         self.read_log: Optional[list[tuple[Window, tuple[int, int]]]] = [] if record else None
+        # A declared nodata replaces the file's, so GDAL's mask counts only when it comes
+        # from an alpha or mask band.
+        self._file_mask = not info.nodata_declared or any(
+            "per_dataset" in flags or "alpha" in flags for flags in info.mask_flags)
 
     def close(self) -> None:
         self._src.close()
@@ -210,14 +232,19 @@ class SceneReader:
             pixels = self._src.read(list(self.info.bands), window=window,
                                     out_shape=(len(self.info.bands),) + out_shape,
                                     resampling=resampling)
-            masks = self._src.read_masks(list(self.info.bands), window=window,
-                                         out_shape=(len(self.info.bands),) + out_shape,
-                                         resampling=Resampling.nearest)
+            ok = np.ones(out_shape, dtype=bool)
+            if self._file_mask:
+                masks = self._src.read_masks(list(self.info.bands), window=window,
+                                             out_shape=(len(self.info.bands),) + out_shape,
+                                             resampling=Resampling.nearest)
+                ok = (masks > 0).any(axis=0)
         except (RasterioError, OSError) as exc:
             raise RasterError(f"{self.info.path}: reading rows {inside.row}-{inside.bottom}, "
                               f"columns {inside.col}-{inside.right} failed "
                               f"({_first_line(exc)})") from None
-        ok = (masks > 0).any(axis=0)
+        if self.info.nodata_declared and not math.isnan(self.info.nodata):
+            # As GDAL's nodata mask: a pixel counts when any chosen band differs.
+            ok &= (pixels != self.info.nodata).any(axis=0)
         if pixels.dtype.kind == "f":
             ok &= np.isfinite(pixels).all(axis=0)
             pixels = np.where(np.isfinite(pixels), pixels, 0)

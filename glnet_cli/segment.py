@@ -59,6 +59,8 @@ class SegmentOptions:
     overlap: Optional[int] = None
     precision: str = "fp32"
     bands: Optional[Sequence[int]] = None
+    #: The scenes' nodata value when their files declare none (``--nodata``).
+    nodata: Optional[float] = None
 
 
 @dataclass
@@ -156,7 +158,8 @@ class Segmenter:
 
     def inspect(self, path: str) -> SceneInfo:
         """Open and check a scene against the model (bands, data type, scale)."""
-        scene = inspect_scene(path, self.options.bands, self.info.config.in_channels)
+        scene = inspect_scene(path, self.options.bands, self.info.config.in_channels,
+                              self.options.nodata)
         self.info.scaling.check(scene.dtype, path)
         low, high = GSD_RATIO_RANGE
         if scene.gsd and self.info.gsd and not low <= scene.gsd / self.info.gsd <= high:

@@ -14,7 +14,7 @@ from glnet_cli.batch import (check_unique_outputs, expand_inputs, output_name, r
                              write_report)
 from glnet_cli.errors import InputError, OutputError
 from glnet_cli.options import (bands_opt, batch_size_opt, creation_opt, device_opt, model_opt,
-                               overwrite_opt, precision_opt, quiet_opt)
+                               nodata_opt, overwrite_opt, precision_opt, quiet_opt)
 from glnet_cli.progress import ProgressReporter
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ NO_MODEL = ("no model given: pass --model MODEL.pt or set GLNET_MODEL=/path/to/m
 @device_opt
 @precision_opt
 @bands_opt
+@nodata_opt
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF with overviews.")
 @click.option("--probabilities", type=click.Path(), default=None,
               help="Also write per-class probabilities (uint8 0-255) to this file (a folder "
@@ -53,7 +54,8 @@ NO_MODEL = ("no model given: pass --model MODEL.pt or set GLNET_MODEL=/path/to/m
 @quiet_opt
 def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str],
                     stage: Optional[str], batch_size: int, overlap: Optional[int], device: str,
-                    precision: str, bands: Optional[list[int]], cog: bool,
+                    precision: str, bands: Optional[list[int]], nodata: Optional[float],
+                    cog: bool,
                     probabilities: Optional[str], creation_options: Sequence[tuple[str, str]],
                     overwrite: bool, skip_existing: bool, fail_fast: bool, report: Optional[str],
                     dry_run: bool, quiet: bool) -> None:
@@ -77,7 +79,8 @@ def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str
 
     batch = (len(inputs) > 1 or os.path.isdir(output) or output.endswith(("/", os.sep))
              or any(os.path.isdir(i) or glob.has_magic(i) or i.startswith("@") for i in inputs))
-    options = SegmentOptions(int(stage) if stage else None, batch_size, overlap, precision, bands)
+    options = SegmentOptions(int(stage) if stage else None, batch_size, overlap, precision, bands,
+                             nodata)
     with distributed(device) as dist_ctx:
         segmenter = Segmenter(load_model(model_path, dist_ctx.device), dist_ctx.device, options)
         scenes = expand_inputs(inputs) if batch else list(inputs)
