@@ -2,15 +2,15 @@
 
 A model file is a ``torch.save`` of a plain dict (tensors, numbers, strings,
 lists) so it loads with ``weights_only=True``: opening a model file never runs
-code. It is written to a temporary file and renamed, so a crash mid-write
-never leaves a truncated model behind.
+code. Every field is checked when the file is read (:mod:`glnet_cli.model_schema`).
+It is written to a temporary file, read back and checked, then renamed, so a
+crash or a full disk never leaves a truncated model behind.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
@@ -19,13 +19,11 @@ import numpy as np
 import torch
 
 from glnet_cli.classes import ClassTable
-from glnet_cli.errors import InputError, ModelFileError
+from glnet_cli.errors import InputError, ModelFileError, OutputWriteError
+from glnet_cli.model_schema import (DTYPE_RANGE, FORMAT, FORMAT_VERSION, check_payload,
+                                    check_state_dict)
+from glnet_cli.paths import atomic_output
 from models.glnet import GLNet, GLNetConfig
-
-FORMAT = "glnet-model"
-FORMAT_VERSION = 1
-
-_DTYPE_RANGE = {"uint8": 255.0, "uint16": 65535.0}
 
 
 @dataclass
@@ -45,7 +43,7 @@ class InputScaling:
 
     @classmethod
     def fixed(cls, dtype: str = "uint8", bands: int = 3) -> "InputScaling":
-        top = _DTYPE_RANGE.get(dtype)
+        top = DTYPE_RANGE.get(dtype)
         if top is None:
             raise InputError(f"no fixed 0..1 scaling for {dtype}; use per-band statistics")
         return cls("dtype-range", dtype, [0.0] * bands, [1.0 / top] * bands)
@@ -123,8 +121,15 @@ class ModelFile:
 
 
 def save_model(path: str | os.PathLike, model: GLNet, info: ModelInfo,
-               training_state: Optional[dict[str, Any]] = None) -> None:
-    """Write a model file atomically (temp file in the same folder, then rename)."""
+               training_state: Optional[dict[str, Any]] = None, *,
+               overwrite: bool = False) -> None:
+    """Write a model file atomically: checked, read back, then published under ``path``.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is false.
+        OutputWriteError: The write failed (disk full, file size limit); nothing was published.
+    """
+    path = os.fspath(path)
     if info.config != model.config:
         raise ValueError("the metadata's architecture does not match the model")
     payload = {
@@ -136,46 +141,82 @@ def save_model(path: str | os.PathLike, model: GLNet, info: ModelInfo,
     }
     if training_state is not None:
         payload["training_state"] = training_state
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".glnet-", suffix=".tmp", dir=folder)
+    check_payload(payload, path)
+
+    def verify(tmp: str) -> None:
+        try:
+            _read_payload(tmp, path, mmap=True)
+        except ModelFileError as exc:
+            raise OutputWriteError(f"{path}: writing failed: the written file does not read "
+                                   f"back ({str(exc).split(': ', 1)[-1]}); nothing was "
+                                   "written") from None
+
+    with atomic_output(path, ".pt", overwrite=overwrite, verify=verify) as tmp:
+        with open(tmp, "wb") as raw:  # created as any file is: mode 0666 less the umask
+            _save(payload, raw)
+
+
+class _KeepWriteError:
+    """A file for ``torch.save`` that remembers the first write error.
+
+    torch reports a failed write (disk full, file size limit) only as a
+    position mismatch in a RuntimeError; the OSError says what happened.
+    """
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+        self.error: Optional[OSError] = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _save(payload: dict[str, Any], file: Any) -> None:
+    guarded = _KeepWriteError(file)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        torch.save(payload, guarded)
+    except RuntimeError:
+        if guarded.error is not None:
+            raise guarded.error from None
         raise
 
 
-def _read_payload(path: str) -> dict[str, Any]:
+def _read_payload(path: str, source: Optional[str] = None, mmap: bool = False
+                  ) -> dict[str, Any]:
+    """The checked payload of ``path``; messages name ``source`` (default: ``path``)."""
+    source = source or path
     if not os.path.exists(path):
-        raise ModelFileError(f"{path}: model file not found")
+        raise ModelFileError(f"{source}: model file not found")
     if os.path.isdir(path):
-        raise ModelFileError(f"{path}: is a folder, not a model file")
+        raise ModelFileError(f"{source}: is a folder, not a model file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, RuntimeError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "weights_only" in detail or "Unsupported global" in detail:
             detail = "it holds Python objects, not a glnet model"
-        raise ModelFileError(f"{path}: not a readable model file (truncated or corrupt?): "
+        raise ModelFileError(f"{source}: not a readable model file (truncated or corrupt?): "
                              f"{detail}") from None
     except OSError as exc:
-        raise ModelFileError(f"{path}: cannot read model file ({exc.strerror or exc})") from None
+        raise ModelFileError(f"{source}: cannot read model file ({exc.strerror or exc})") \
+            from None
     except Exception as exc:  # torch.load raises assorted types on garbage input
-        raise ModelFileError(f"{path}: not a readable model file ({type(exc).__name__})") from None
+        raise ModelFileError(f"{source}: not a readable model file ({type(exc).__name__})") \
+            from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         if isinstance(payload, dict) and any(str(k).startswith("module.") for k in payload):
             raise ModelFileError(
-                f"{path}: this is a reference GLNet checkpoint, not a glnet model file; "
+                f"{source}: this is a reference GLNet checkpoint, not a glnet model file; "
                 "convert it with 'glnet convert-reference'")
-        raise ModelFileError(f"{path}: not a glnet model file (no '{FORMAT}' header)")
-    version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path}: model format version {version} is newer than this glnet understands "
-            f"({FORMAT_VERSION}); upgrade glnet")
+        raise ModelFileError(f"{source}: not a glnet model file (no '{FORMAT}' header)")
+    check_payload(payload, source)
     return payload
 
 
@@ -183,13 +224,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> M
     """Load a model file; every problem is a one-line :class:`ModelFileError`."""
     path = os.fspath(path)
     payload = _read_payload(path)
-    try:
-        info = ModelInfo.from_dict(payload)
-        model = GLNet.from_config(info.config, l2g=bool(payload.get("l2g")))
-        model.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        detail = str(exc).splitlines()[0]
-        raise ModelFileError(f"{path}: model file is damaged or incomplete ({detail})") from None
+    info = ModelInfo.from_dict(payload)
+    model = GLNet.from_config(info.config, l2g=payload["l2g"])
+    config = info.config
+    check_state_dict(model, payload["state_dict"], path,
+                     f"{config.backbone}, width {config.width}")
+    model.load_state_dict(payload["state_dict"])
     model.stage = info.stage
     return ModelFile(model.to(device).eval(), info, payload.get("training_state"))
 
@@ -198,11 +238,8 @@ def read_metadata(path: str | os.PathLike) -> tuple[ModelInfo, dict[str, Any]]:
     """The metadata and the header (format version, L2G flag) in one read; no network built."""
     path = os.fspath(path)
     payload = _read_payload(path)
-    try:
-        info = ModelInfo.from_dict(payload)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"{path}: model file metadata is damaged ({exc})") from None
-    return info, {"format_version": payload["format_version"], "l2g": bool(payload.get("l2g"))}
+    info = ModelInfo.from_dict(payload)
+    return info, {"format_version": payload["format_version"], "l2g": payload["l2g"]}
 
 
 def read_info(path: str | os.PathLike) -> ModelInfo:
