@@ -1,81 +1,63 @@
-"""Polygon output with fiona: formats, Shapefile sidecars, reprojection, safe replacement.
+"""Polygon output: files through fiona, or GeoJSON text to a stream (stdout).
 
 The vectoriser hands finished polygons here as they come, so none wait in
-memory. Everything is written into a hidden temp folder beside the output and
-moved into place only when complete: a failed run leaves no half-written
-Shapefile, GeoPackage or GeoJSON behind.
+memory. A file output is written under glnet's temp names beside the target
+(:class:`~glnet_cli.paths.PartialFiles`: a Shapefile's sidecars included),
+re-opened and checked, and published only when complete; anything GDAL
+reports as lost (a value too wide for its field, a full disk) fails the run,
+and a failed run leaves no half-written Shapefile, GeoPackage or GeoJSON.
+
+Polygons that cannot be reprojected to the output's CRS (a geostationary
+pixel in space has no longitude) are left out and counted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 import warnings
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, TextIO
 
 import fiona
 import fiona.meta
 import numpy as np
-from fiona.transform import transform_geom
+import shapely
+from fiona._err import CPLE_BaseError  # what GDAL's own failures raise; not re-exported
+from fiona.errors import FionaError
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 from shapely.geometry import mapping
+from shapely.geometry.polygon import orient
 
-from glnet_cli.errors import GlnetWarning, InputError, RasterError
-from glnet_cli.paths import check_output
+from glnet_cli.errors import GlnetError, GlnetWarning, InputError, OutputWriteError, RasterError
+from glnet_cli.gdal_messages import GdalMessages, capture_gdal_messages
+from glnet_cli.paths import PartialFiles, _fsync, publish, write_failure
+from glnet_cli.reproject import reproject_geometries
+from glnet_cli.vector_formats import SHAPEFILE_SIDECARS, SHAPEFILE_TEXT_BYTES, output_files
 
 log = logging.getLogger(__name__)
 
-#: Output driver by file extension.
-DRIVER_BY_EXTENSION = {".shp": "ESRI Shapefile", ".gpkg": "GPKG",
-                       ".geojson": "GeoJSON", ".json": "GeoJSON"}
-#: Names accepted for ``driver`` (lower case) and the OGR driver each means.
-DRIVER_NAMES = {"shapefile": "ESRI Shapefile", "esri shapefile": "ESRI Shapefile",
-                "gpkg": "GPKG", "geopackage": "GPKG", "geojson": "GeoJSON"}
-#: The files one Shapefile consists of: none may exist without ``overwrite``, and on
-#: overwrite those not written again (a stale spatial index) are removed.
-SHAPEFILE_SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
-LAYOUTS = ("one-layer", "layer-per-class")
 #: RFC 7946: GeoJSON is always WGS84 longitude/latitude.
 WGS84 = "EPSG:4326"
+#: Decimals of a GeoJSON coordinate (about 1 cm), as GDAL's RFC 7946 writer keeps.
+GEOJSON_DECIMALS = 7
+#: Record separator that starts each feature of a GeoJSON text sequence (RFC 8142).
+RS = "\x1e"
 
 _FIELDS = {"class_id": "int", "class_name": "str", "area": "float", "perimeter": "float"}
-
-
-def resolve_driver(path: str, driver: Optional[str] = None) -> str:
-    """The OGR driver for ``path``: ``driver`` when given, else from the extension."""
-    if driver is not None:
-        try:
-            return DRIVER_NAMES[driver.lower()]
-        except KeyError:
-            raise InputError(f"{driver!r}: not an output format; use one of "
-                             f"{', '.join(DRIVER_NAMES)}") from None
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in DRIVER_BY_EXTENSION:
-        raise InputError(f"{path}: cannot tell the format from {ext or 'no extension'!r}; use "
-                         f"{', '.join(DRIVER_BY_EXTENSION)} or give --driver")
-    return DRIVER_BY_EXTENSION[ext]
-
-
-def output_files(path: str, driver: str) -> list[str]:
-    """Every file the output consists of: the path, and for a Shapefile its sidecars."""
-    if driver != "ESRI Shapefile":
-        return [path]
-    stem = os.path.splitext(path)[0]
-    return [path] + [stem + ext for ext in SHAPEFILE_SIDECARS if ext != ".shp"]
-
-
-def check_vector_output(path: str, driver: str, layout: str, overwrite: bool) -> None:
-    """Refuse a bad layout or an existing output (any Shapefile sidecar counts) before work."""
-    if layout not in LAYOUTS:
-        raise InputError(f"{layout!r}: not a layout; use one of {', '.join(LAYOUTS)}")
-    if layout == "layer-per-class" and driver != "GPKG":
-        raise InputError(f"{path}: a layer per class needs a GeoPackage (.gpkg) output")
-    check_output(path, overwrite, companions=output_files(path, driver)[1:])
+#: Shapefile (dBASE) fields wide enough for every value: int32 ids, names as long as
+#: check_field_text allows, areas up to 1e16 (the Earth is 5.1e14 m²) with 16 decimals.
+_SHAPEFILE_FIELDS = {"class_id": "int:11", "class_name": f"str:{SHAPEFILE_TEXT_BYTES}",
+                     "area": "float:33.16", "perimeter": "float:33.16"}
+#: GDAL warnings that mean a value was cut short on its way into the file.
+_CUT = re.compile(r"has been truncated|not successfully written", re.IGNORECASE)
+#: Files SQLite may keep beside a GeoPackage while it is written.
+_SQLITE_SIDECARS = ("-journal", "-wal", "-shm")
+#: What fiona raises when GDAL fails to write.
+_WRITE_ERRORS = (FionaError, CPLE_BaseError, RuntimeError, OSError)
 
 
 def output_crs(path: str, crs: Optional[CRS], driver: str,
@@ -108,108 +90,294 @@ def _parse_crs(text: str) -> CRS:
         raise InputError(f"{text}: not a CRS GDAL knows (try EPSG:4326)") from None
 
 
-class VectorWriter:
+class _PolygonSink:
+    """What both writers share: reprojection, with the polygons it cannot place counted."""
+
+    def __init__(self, crs: Optional[str], to_crs: Optional[str]) -> None:
+        self.src_crs = crs
+        self.to_crs = to_crs
+        self.layers: list[str] = []
+        #: Polygons left out because the output's CRS cannot hold them.
+        self.unprojectable = 0
+
+    def _reproject(self, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.to_crs:
+            return geoms, np.ones(len(geoms), dtype=bool)
+        moved, kept = reproject_geometries(geoms, self.src_crs, self.to_crs)
+        self.unprojectable += int(np.count_nonzero(~kept))
+        return moved, kept
+
+
+class VectorWriter(_PolygonSink):
     """Streams polygons into one layer, or one layer per class, of a new file.
 
     Args:
         path: the final output file.
-        driver: an OGR driver from :func:`resolve_driver`.
+        driver: an OGR driver from :func:`~glnet_cli.vector_formats.resolve_driver`.
         crs: WKT of the geometries' CRS, or None when the mask has none.
         to_crs: WKT/EPSG of the output CRS when it differs from ``crs``.
         layout: ``one-layer``, or ``layer-per-class`` (GeoPackage only).
         geometry_type: ``Polygon`` or ``MultiPolygon``.
+        overwrite: replace an existing output (all Shapefile sidecars).
     """
 
     def __init__(self, path: str, driver: str, crs: Optional[str], to_crs: Optional[str],
-                 layout: str = "one-layer", geometry_type: str = "Polygon") -> None:
+                 layout: str = "one-layer", geometry_type: str = "Polygon",
+                 overwrite: bool = False) -> None:
+        super().__init__(crs, to_crs)
         self.path = os.fspath(path)
         self.driver = driver
-        self.src_crs = crs
-        self.to_crs = to_crs
         self.layout = layout
-        self.schema = {"geometry": geometry_type, "properties": dict(_FIELDS)}
-        self.layers: list[str] = []
-        #: GeoPackage layer name for one layer (or an empty result): the file's stem.
+        self.overwrite = overwrite
+        fields = _SHAPEFILE_FIELDS if driver == "ESRI Shapefile" else _FIELDS
+        self.schema = {"geometry": geometry_type, "properties": dict(fields)}
+        #: Layer name for one layer (or an empty result): the file's stem.
         self._stem_layer = _layer_name(os.path.splitext(self.path)[0])
         self._class_names: dict[int, str] = {}
-        self._tmpdir = ""
+        self._counts: dict[int, int] = {}
+        self._stack = contextlib.ExitStack()
+        self._partial: Optional[PartialFiles] = None
+        self._tmp = ""
+        self._staging = ""
         self._sink: Any = None
 
     def __enter__(self) -> "VectorWriter":
-        folder = os.path.dirname(os.path.abspath(self.path))
-        name = os.path.basename(self.path)
-        self._tmpdir = tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=folder)
-        if self.layout == "layer-per-class":
-            # One layer per class without holding features: stage them in one layer,
-            # split by class at the end (OGR refuses two writers on one GeoPackage).
-            self._sink = self._open(os.path.join(self._tmpdir, ".staging.gpkg"), "GPKG",
-                                    "staging")
-        else:
-            layer = self._stem_layer if self.driver == "GPKG" else None
-            self._sink = self._open(os.path.join(self._tmpdir, name), self.driver, layer)
-            self.layers.append(self._sink.name)
+        self._partial = PartialFiles(self.path)
+        try:
+            # fiona's error handler for the whole write, so that no GDAL message bypasses
+            # the capture (fiona installs it only while opening otherwise)
+            self._stack.enter_context(fiona.Env())
+            self._tmp = self._temp_names(os.path.splitext(self.path)[1])
+            if self.layout == "layer-per-class":
+                # One layer per class without holding features: stage them in one layer,
+                # split by class at the end (OGR refuses two writers on one GeoPackage).
+                self._staging = self._temp_names(".staging.gpkg")
+                self._sink = self._open(self._staging, "GPKG", "staging")
+            else:
+                # A Shapefile's layer is its file name; the others name it inside.
+                layer = None if self.driver == "ESRI Shapefile" else self._stem_layer
+                self._sink = self._open(self._tmp, self.driver, layer)
+                self.layers.append(self._stem_layer)
+        except BaseException:
+            self._abandon()
+            raise
         return self
 
-    def _open(self, path: str, driver: str, layer: Optional[str] = None) -> Any:
+    def _temp_names(self, suffix: str) -> str:
+        """A temp file name, with the sidecars GDAL may add to it registered for cleanup."""
+        name = self._partial.name(suffix)
+        if suffix.lower() == ".shp":
+            for ext in SHAPEFILE_SIDECARS[1:]:
+                self._partial.name(ext)
+        else:
+            for ext in _SQLITE_SIDECARS:
+                self._partial.name(suffix + ext)
+        return name
+
+    def _open(self, path: str, driver: str, layer: Optional[str]) -> Any:
         options = {}
         if driver == "GeoJSON" and "RFC7946" in fiona.meta.layer_creation_options(driver):
             options["RFC7946"] = "YES"
         crs = self.to_crs or self.src_crs
-        return fiona.open(path, "w", driver=driver, schema=self.schema, layer=layer,
-                          **({"crs": crs} if crs else {}), **options)
+        with self._failures():
+            return fiona.open(path, "w", driver=driver, schema=self.schema, layer=layer,
+                              **({"crs": crs} if crs else {}), **options)
 
     def write(self, geoms: Sequence[Any], class_id: int, class_name: str,
-              areas: np.ndarray, perimeters: np.ndarray) -> None:
-        """Write polygons of one class, with their area and perimeter in the mask's CRS."""
-        shapes = [mapping(g) for g in geoms]
-        if self.to_crs:
-            shapes = transform_geom(self.src_crs, self.to_crs, shapes)
+              areas: np.ndarray, perimeters: np.ndarray) -> np.ndarray:
+        """Write polygons of one class, with their area and perimeter in the mask's CRS.
+
+        Returns:
+            A boolean mask of the polygons written (the others could not be reprojected).
+        """
+        moved, kept = self._reproject(np.asarray(geoms, dtype=object))
         self._class_names[class_id] = class_name
-        self._sink.writerecords(
-            {"geometry": shape, "properties": {"class_id": class_id, "class_name": class_name,
-                                               "area": float(a), "perimeter": float(p)}}
-            for shape, a, p in zip(shapes, areas, perimeters))
+        self._counts[class_id] = self._counts.get(class_id, 0) + len(moved)
+        records = ({"geometry": mapping(g),
+                    "properties": {"class_id": class_id, "class_name": class_name,
+                                   "area": float(a), "perimeter": float(p)}}
+                   for g, a, p in zip(moved, areas[kept], perimeters[kept]))
+        with self._failures():
+            self._sink.writerecords(records)
+        return kept
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is not None:
+            self._abandon()
+            return
         try:
-            self._sink.close()
-            if exc_type is None:
+            with self._failures():
+                self._sink.close()
                 if self.layout == "layer-per-class":
                     self._split_by_class()
-                self._publish()
-        finally:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._verify()
+            self._publish()
+        except BaseException:
+            self._abandon()
+            raise
+        self._stack.close()
+        self._partial.release()
+        log.info("wrote %s (%s, layers: %s)", self.path, self.driver, ", ".join(self.layers))
+
+    def _abandon(self) -> None:
+        """Close what is open and remove every temp file; errors on the way are moot."""
+        with contextlib.suppress(Exception):
+            if self._sink is not None and not self._sink.closed:
+                self._sink.close()
+        self._stack.close()
+        self._partial.discard()
+
+    @contextlib.contextmanager
+    def _failures(self) -> Iterator[None]:
+        """Fail on whatever GDAL says was lost while fiona works on the file: one line naming
+        the output (not the feature that met the error), a value cut short included.
+
+        Only fiona's calls are watched: reprojection failures are expected and counted.
+        """
+        with capture_gdal_messages() as messages:
+            try:
+                yield
+            except _WRITE_ERRORS as exc:
+                if isinstance(exc, GlnetError):
+                    raise
+                self._raise_for_losses(messages)
+                if isinstance(exc, OSError) and exc.errno:
+                    raise write_failure(self.path, exc) from exc
+                lines = str(exc).split("Failed to write record")[0].strip().splitlines()
+                reason = lines[0].rstrip(". ") if lines else type(exc).__name__
+                raise OutputWriteError(f"{self.path}: writing failed: {reason}; "
+                                       "nothing was written") from exc
+        self._raise_for_losses(messages)
+
+    def _raise_for_losses(self, messages: GdalMessages) -> None:
+        cut = [m for m in messages.messages if _CUT.search(m.text)]
+        if cut:
+            raise OutputWriteError(f"{self.path}: writing failed: {cut[0].text}; "
+                                   "nothing was written")
+        messages.raise_for_losses(self.path)
 
     def _split_by_class(self) -> None:
         """Copy the staged features into one GeoPackage layer per class (an empty one if none)."""
-        target = os.path.join(self._tmpdir, os.path.basename(self.path))
         if not self._class_names:
-            self._open(target, "GPKG", self._stem_layer).close()
+            self._open(self._tmp, "GPKG", self._stem_layer).close()
             self.layers.append(self._stem_layer)
             return
-        with fiona.open(self._sink.path) as staged:
+        with fiona.open(self._staging) as staged:
             for class_id, class_name in sorted(self._class_names.items()):
                 layer = _layer_name(class_name)
                 if layer in self.layers:
                     layer = f"{layer}_{class_id}"
-                with self._open(target, "GPKG", layer) as out:
+                with self._open(self._tmp, "GPKG", layer) as out:
                     out.writerecords(staged.filter(where=f"class_id = {class_id}"))
                 self.layers.append(layer)
 
+    def _verify(self) -> None:
+        """Re-open the finished file: every layer holds what was written, to the last feature."""
+        if self.layout == "layer-per-class" and self._class_names:
+            expected = {layer: self._counts[class_id] for layer, class_id
+                        in zip(self.layers, sorted(self._class_names))}
+        else:  # one layer, however the driver names it
+            expected = {None: sum(self._counts.values())}
+        with self._failures():
+            for layer, count in expected.items():
+                with fiona.open(self._tmp, layer=layer) as check:
+                    found = len(check)
+                    last = list(check.values(found - 1, found)) if found else []
+                if found != count or (found and last[0].geometry is None):
+                    raise OutputWriteError(f"{self.path}: writing failed: {found} of {count} "
+                                           "polygons read back; nothing was written")
+
     def _publish(self) -> None:
-        """Move every finished file into place; drop stale sidecars of a replaced Shapefile."""
-        folder = os.path.dirname(os.path.abspath(self.path))
-        written = [f for f in os.listdir(self._tmpdir) if not f.startswith(".staging")]
-        for name in written:
-            os.replace(os.path.join(self._tmpdir, name), os.path.join(folder, name))
+        """Give every finished file its real name, the .shp last; drop stale sidecars."""
+        pairs = [(tmp, target) for tmp, target in
+                 zip(output_files(self._tmp, self.driver), output_files(self.path, self.driver))
+                 if os.path.exists(tmp)]
+        pairs = pairs[1:] + pairs[:1]
+        published: list[str] = []
+        try:
+            for tmp, target in pairs:
+                _fsync(tmp)
+                publish(tmp, target, self.overwrite)
+                published.append(target)
+        except BaseException:
+            if not self.overwrite:  # what this run published is its own: take it back
+                for target in published:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(target)
+            raise
+        written = {target for _, target in pairs}
         for stale in output_files(self.path, self.driver):
-            if os.path.basename(stale) not in written:
+            if stale not in written:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(stale)
-        log.info("wrote %s (%s, layers: %s)", self.path, self.driver, ", ".join(self.layers))
+
+
+class GeoJSONTextWriter(_PolygonSink):
+    """Writes RFC 7946 GeoJSON to a text stream: a FeatureCollection, or one feature a line.
+
+    Args:
+        stream: where the text goes (stdout).
+        crs: WKT of the geometries' CRS.
+        to_crs: ``EPSG:4326`` unless ``crs`` is that already (then None).
+        sequence: a GeoJSON text sequence, one feature per line, instead of a collection.
+        rs: start each line of a sequence with the RS character (RFC 8142).
+        name: what the stream is called in messages.
+    """
+
+    def __init__(self, stream: TextIO, crs: Optional[str], to_crs: Optional[str],
+                 sequence: bool = False, rs: bool = False, name: str = "<stdout>") -> None:
+        super().__init__(crs, to_crs)
+        self.stream, self.sequence, self.name = stream, sequence, name
+        self.prefix = RS if rs and sequence else ""
+        self.layers = [name]
+        self._first = True
+
+    def __enter__(self) -> "GeoJSONTextWriter":
+        if not self.sequence:
+            self._put('{"type": "FeatureCollection", "features": [\n')
+        return self
+
+    def write(self, geoms: Sequence[Any], class_id: int, class_name: str,
+              areas: np.ndarray, perimeters: np.ndarray) -> np.ndarray:
+        """Write polygons of one class as features; return a mask of those written."""
+        moved, kept = self._reproject(np.asarray(geoms, dtype=object))
+        moved = shapely.transform(moved, lambda xy: np.round(xy, GEOJSON_DECIMALS))
+        lines = []
+        for geom, a, p in zip(moved, areas[kept], perimeters[kept]):
+            text = shapely.to_geojson(_counterclockwise(geom))
+            properties = json.dumps({"class_id": class_id, "class_name": class_name,
+                                     "area": float(a), "perimeter": float(p)})
+            feature = f'{{"type": "Feature", "properties": {properties}, "geometry": {text}}}'
+            if self.sequence:
+                lines.append(f"{self.prefix}{feature}\n")
+            else:
+                lines.append(feature if self._first else f",\n{feature}")
+                self._first = False
+        self._put("".join(lines))
+        return kept
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            if not self.sequence:
+                self._put("\n]}\n")
+            self._put("", flush=True)
+
+    def _put(self, text: str, flush: bool = False) -> None:
+        try:
+            self.stream.write(text)
+            if flush:
+                self.stream.flush()
+        except OSError as exc:
+            raise write_failure(self.name, exc) from exc
+
+
+def _counterclockwise(geom: Any) -> Any:
+    """RFC 7946's winding: exterior rings counterclockwise, holes clockwise."""
+    if geom.geom_type == "MultiPolygon":
+        return shapely.MultiPolygon([orient(part) for part in geom.geoms])
+    return orient(geom)
 
 
 def _layer_name(name: str) -> str:
     """A layer name safe in every GIS: letters, digits and underscores."""
     return re.sub(r"\W+", "_", os.path.basename(name)).strip("_") or "polygons"
-

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import fiona
@@ -13,11 +16,13 @@ import rasterio
 import shapely
 from click.testing import CliRunner
 from rasterio.features import rasterize
-from rasterio.transform import Affine
+from rasterio.transform import Affine, from_bounds
 from shapely.geometry import shape
 
 from glnet_cli.cli import main
-from glnet_cli.errors import GlnetWarning, InputError, OutputExistsError
+from glnet_cli import vector_output
+from glnet_cli.errors import GlnetWarning, InputError, OutputExistsError, OutputWriteError
+from glnet_cli.paths import PARTIAL_MARK
 from glnet_cli.vectorize import vectorize
 from tests.helpers import DEFAULT_TRANSFORM, write_raster
 
@@ -295,6 +300,9 @@ def test_driver_overrides_the_extension(tmp_path):
 
 @pytest.mark.parametrize("problem, make", [
     ("float32", lambda p: write_raster(p, np.zeros((8, 8), np.float32))),
+    ("holds uint16 data, not an 8-bit class mask such as glnet segment writes; to polygonise "
+     "every distinct value anyway, give --any-raster",
+     lambda p: write_raster(p, np.arange(64, dtype=np.uint16).reshape(8, 8) * 900)),
     ("2 bands", lambda p: write_raster(p, np.zeros((2, 8, 8), np.uint8))),
     ("not a raster", lambda p: p.write_text("hello")),
     ("no such file", lambda p: None),
@@ -358,3 +366,207 @@ def test_empty_result_writes_an_empty_layer(tmp_path, output, layout):
     else:
         assert set(meta["schema"]["properties"]) == {"class_id", "class_name", "area",
                                                      "perimeter"}
+
+
+def test_any_raster_polygonises_a_16_bit_raster(tmp_path):
+    src = write_raster(tmp_path / "ids.tif", np.repeat(np.array([[300, 70000 % 65536]],
+                                                                np.uint16), 8, axis=0))
+    summary = vectorize(src, tmp_path / "out.gpkg", any_raster=True)
+    assert sorted(summary.classes) == [300, 4464]
+
+
+# --- output safety --------------------------------------------------------------------------
+
+def _partials(folder: Path) -> list[str]:
+    return sorted(n for n in os.listdir(folder) if PARTIAL_MARK in n)
+
+
+def _limit_file_size() -> None:
+    """A 64 kB file size limit stands in for a full disk (Python ignores SIGXFSZ: EFBIG)."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+
+@pytest.mark.parametrize("output", ["out.shp", "out.gpkg", "out.geojson"])
+def test_full_disk_is_one_line_and_keeps_the_previous_output(tmp_path, output):
+    noise = np.random.default_rng(0).integers(0, 4, (256, 256)).astype(np.uint8)
+    big = write_raster(tmp_path / "noise.tif", noise)  # ~20,000 polygons: far over 64 kB
+    small = write_raster(tmp_path / "small.tif", blobs(), nodata=255)
+    vectorize(small, tmp_path / output)
+    before = {n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path) if n.startswith("out")}
+    done = subprocess.run([sys.executable, "-m", "glnet_cli", "vectorize", str(big), "-o",
+                           str(tmp_path / output), "--overwrite", "-q"],
+                          capture_output=True, text=True, preexec_fn=_limit_file_size)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(f"glnet: error: {tmp_path / output}: writing failed: ")
+    assert done.stderr.strip().endswith("; nothing was written")
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    after = {n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path) if n.startswith("out")}
+    assert after == before
+    assert _partials(tmp_path) == []
+
+
+def test_a_value_gdal_does_not_write_fails_the_run(tmp_path, monkeypatch):
+    """Any "not successfully written" from the Shapefile driver is lost data, not a warning."""
+    narrow = dict(vector_output._SHAPEFILE_FIELDS, area="float:3.1")
+    monkeypatch.setattr(vector_output, "_SHAPEFILE_FIELDS", narrow)
+    src = write_raster(tmp_path / "mask.tif", blobs(), nodata=255)
+    with pytest.raises(OutputWriteError, match=r"out\.shp: writing failed: Value .* of field "
+                                               r"area of feature \d+ not successfully written"):
+        vectorize(src, tmp_path / "out.shp", background=0)
+    assert os.listdir(tmp_path) == ["mask.tif"]
+
+
+def test_shapefile_fields_hold_areas_of_any_scene(tmp_path):
+    """10 km pixels: areas of 1e10 m² and more, which a default-width dBASE field cannot hold."""
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, 32:] = 1
+    src = write_raster(tmp_path / "mask.tif", mask,
+                       transform=Affine(10000.0, 0, 200000.0, 0, -10000.0, 4500000.0))
+    summary = vectorize(src, tmp_path / "out.shp")
+    feats, meta = read_features(tmp_path / "out.shp")
+    assert meta["schema"]["properties"]["area"] == "float:33.16"
+    assert sorted(p["area"] for _, p in feats) == [64 * 32 * 1e8] * 2
+    assert summary.area == 64 * 64 * 1e8
+
+
+def test_a_class_name_a_shapefile_would_cut_is_refused_before_work(tmp_path):
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:8, 4:8] = 1
+    classes = [{"id": 0, "name": "background", "color": [0, 0, 0]},
+               {"id": 1, "name": "é" * 200, "color": [255, 0, 0]}]
+    src = write_raster(tmp_path / "mask.tif", mask)
+    with rasterio.open(src, "r+") as dst:
+        dst.update_tags(GLNET_CLASSES=json.dumps(classes))
+    result = run_cli("vectorize", src, "-o", tmp_path / "out.shp")
+    assert result.exit_code == 2
+    assert result.output == (f"glnet: error: {tmp_path / 'out.shp'}: the name of class 1 "
+                             f"({'é' * 20}...) is 400 bytes long; a Shapefile field holds 254: "
+                             "write a .gpkg instead\n")
+    assert os.listdir(tmp_path) == ["mask.tif"]
+    vectorize(src, tmp_path / "out.gpkg")
+    assert {p["class_name"] for _, p in read_features(tmp_path / "out.gpkg")[0]} == {
+        "background", "é" * 200}
+
+
+@pytest.mark.parametrize("link", ["same", "symlink", "hardlink"])
+def test_an_output_that_is_the_mask_is_refused(tmp_path, link):
+    src = write_raster(tmp_path / "mask.tif", blobs())
+    original = src.read_bytes()
+    output = {"same": src, "symlink": tmp_path / "link.gpkg", "hardlink": tmp_path / "hard.gpkg"}
+    if link == "symlink":
+        output[link].symlink_to(src)
+    elif link == "hardlink":
+        os.link(src, output[link])
+    result = run_cli("vectorize", src, "-o", output[link], "--driver", "gpkg", "--overwrite")
+    assert result.exit_code == 2
+    assert result.output == (f"glnet: error: {output[link]}: is the same file as the input "
+                             f"{src}; choose another output\n")
+    assert src.read_bytes() == original
+
+
+def test_temp_files_of_a_killed_run_are_removed_by_the_next(tmp_path):
+    src = write_raster(tmp_path / "mask.tif", blobs(), nodata=255)
+    for leftover in (".out.shp.glnet-partial-0badc0de.lock", ".out.shp.glnet-partial-0badc0de.shp",
+                     ".out.shp.glnet-partial-0badc0de.dbf"):
+        (tmp_path / leftover).write_text("left by kill -9")
+    with pytest.warns(GlnetWarning, match=r"out\.shp: removed 2 temp file\(s\) left by an "
+                                          r"interrupted run"):
+        vectorize(src, tmp_path / "out.shp")
+    assert _partials(tmp_path) == []
+    assert len(read_features(tmp_path / "out.shp")[0]) > 0
+
+
+# --- geostationary scenes: pixels in space ---------------------------------------------------
+
+GEOS = "+proj=geos +h=35786023 +lon_0=-75 +sweep=x +datum=WGS84 +units=m +no_defs"
+#: A full-disk GOES-like grid: 32 px of 343.75 km; its corners look past the Earth.
+GEOS_TRANSFORM = from_bounds(-5.5e6, -5.5e6, 5.5e6, 5.5e6, 32, 32)
+
+
+def test_polygons_in_space_are_left_out_of_geojson_and_counted(tmp_path):
+    mask = np.full((32, 32), 2, np.uint8)  # class 2 reaches the corners, in space
+    mask[8:24, 8:24] = 1                     # class 1 lies on the Earth
+    src = write_raster(tmp_path / "goes.tif", mask, transform=GEOS_TRANSFORM, crs=GEOS)
+    with pytest.warns(GlnetWarning, match=r"goes\.tif: 1 polygon\(s\) lie where EPSG:4326 has "
+                                          r"no coordinates .*; they were left out of"):
+        summary = vectorize(src, tmp_path / "disk.geojson")
+    assert summary.unprojectable == 1 and list(summary.classes) == [1]
+    feats, _ = read_features(tmp_path / "disk.geojson")
+    assert [p["class_id"] for _, p in feats] == [1]
+    lon, lat = shapely.get_coordinates(feats[0][0]).T
+    assert np.all(np.abs(lon + 75) < 60) and np.all(np.abs(lat) < 60)
+
+
+def test_a_mask_wholly_in_space_is_one_clear_error(tmp_path):
+    src = write_raster(tmp_path / "space.tif", np.full((32, 32), 2, np.uint8),
+                       transform=GEOS_TRANSFORM, crs=GEOS)
+    result = run_cli("vectorize", src, "-o", tmp_path / "space.geojson", "-q")
+    assert result.exit_code == 2
+    assert result.output.startswith(f"glnet: error: {src}: none of its polygons could be "
+                                    "reprojected: 1 polygon(s) lie where EPSG:4326 has no "
+                                    "coordinates")
+    assert os.listdir(tmp_path) == ["space.tif"]
+
+
+# --- default output and stdout --------------------------------------------------------------
+
+def test_without_output_a_shapefile_goes_beside_the_mask(tmp_path):
+    src = write_raster(tmp_path / "mask.tif", blobs(), nodata=255)
+    result = run_cli("vectorize", src, "-q")
+    assert result.exit_code == 0, result.output
+    assert f"to {tmp_path / 'mask.shp'} (ESRI Shapefile, EPSG:32616)" in result.output
+    assert len(read_features(tmp_path / "mask.shp")[0]) > 0
+    again = run_cli("vectorize", src, "-q")
+    assert again.exit_code == 2
+    assert again.output == (f"glnet: error: {tmp_path / 'mask.shp'}: already exists "
+                            "(use --overwrite to replace it)\n")
+
+
+def test_stdout_is_one_rfc7946_feature_collection(tmp_path):
+    src = write_raster(tmp_path / "mask.tif", blobs(), nodata=255)
+    result = run_cli("vectorize", src, "-o", "-", "--background", "0", "--window-size", "16")
+    assert result.exit_code == 0, result.stderr
+    collection = json.loads(result.stdout)  # nothing but GeoJSON on stdout
+    assert collection["type"] == "FeatureCollection" and "crs" not in collection
+    assert "polygons per class" in result.stderr
+    with fiona.MemoryFile(result.stdout.encode()) as memfile, memfile.open() as layer:
+        assert layer.crs.to_epsg() == 4326
+        feats = [(shape(f.geometry), dict(f.properties)) for f in layer]
+    assert len(feats) == len(collection["features"]) > 3
+    reference = vectorize(src, tmp_path / "ref.geojson", background=0, window_size=16)
+    assert len(feats) == reference.polygons
+    for geom, props in feats:
+        assert geom.is_valid and geom.exterior.is_ccw and not any(r.is_ccw for r in geom.interiors)
+        assert props["area"] > 0 and props["class_id"] in (1, 2, 3)
+    lon, lat = shapely.get_coordinates([g for g, _ in feats]).T
+    assert np.all((lon > -87.01) & (lon < -86.99)) and np.all((lat > 37.0) & (lat < 37.1))
+
+
+@pytest.mark.parametrize("rs", [False, True])
+def test_stdout_sequence_is_one_feature_per_line(tmp_path, rs):
+    src = write_raster(tmp_path / "mask.tif", blobs(), nodata=255)
+    result = run_cli("vectorize", src, "-o", "-", "--sequence", "-q", "--background", "0",
+                     *(["--rs"] if rs else []))
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.rstrip("\n").split("\n")  # not splitlines(): RS is a break to it
+    assert all(line.startswith("\x1e") == rs for line in lines)
+    features = [json.loads(line.lstrip("\x1e")) for line in lines]
+    assert {f["type"] for f in features} == {"Feature"}
+    with fiona.MemoryFile(result.stdout.encode()) as memfile, \
+            memfile.open(driver="GeoJSONSeq") as layer:
+        assert len(list(layer)) == len(features) > 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sequence"], "--sequence and --rs shape GeoJSON written to stdout: add -o -"),
+    (["-o", "-", "--rs"], "--rs starts the lines of a --sequence: add --sequence"),
+    (["-o", "-", "--driver", "gpkg"],
+     "<stdout>: a stream takes GeoJSON only; write gpkg to a file"),
+    (["-o", "-", "--to-crs", "EPSG:3857"], "RFC 7946"),
+])
+def test_stdout_options_that_do_not_fit(tmp_path, args, message):
+    src = write_raster(tmp_path / "mask.tif", blobs(), nodata=255)
+    result = run_cli("vectorize", src, *args)
+    assert result.exit_code == 2
+    assert message in result.output and result.stdout == ""
