@@ -11,7 +11,7 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 from rasterio.io import DatasetReader
@@ -50,7 +50,8 @@ class EvaluationResult:
 
 def evaluate(pred_path: str | os.PathLike, truth_path: str | os.PathLike, *,
              classes: Optional[ClassTable] = None, ignore_classes: Iterable[int] = (),
-             attribute: Optional[str] = None, background: int = 0, window_size: int = 1024,
+             attribute: Optional[str] = None, background: int = 0,
+             layers: Sequence[str] = (), window_size: int = 1024,
              progress: Optional[Callable[..., None]] = None) -> EvaluationResult:
     """Compare a single-band class mask with ground truth.
 
@@ -64,6 +65,7 @@ def evaluate(pred_path: str | os.PathLike, truth_path: str | os.PathLike, *,
         ignore_classes: Classes whose truth pixels are not scored (e.g. 0).
         attribute: Vector truth: the integer class field (default: all features class 1).
         background: Vector truth: the class where no feature lies.
+        layers: Vector truth: the layers to read (default: all of them).
         window_size: Side of the windows read at a time, in pixels.
         progress: ``progress(done, total)`` after each window.
 
@@ -75,7 +77,7 @@ def evaluate(pred_path: str | os.PathLike, truth_path: str | os.PathLike, *,
         _check_prediction(pred, pred_path)
         table = classes or table_from_tags(pred.tags())
         with open_truth(truth_path, pred, table=table, attribute=attribute,
-                        background=background) as read_truth:
+                        background=background, layers=layers) as read_truth:
             cm = ConfusionMatrix(len(table) if table else 1, ignore_classes)
             windows = _windows(pred.width, pred.height, window_size)
             log.info("%s vs %s: %d windows", pred_path, truth_path, len(windows))

@@ -32,7 +32,7 @@ def reproject_geometries(geoms: np.ndarray, src_crs: Any, dst_crs: Any) -> tuple
     coords, owner = shapely.get_coordinates(geoms, return_index=True)
     # starts[i]: index of geometry i's first vertex in coords
     starts = np.searchsorted(owner, np.arange(len(geoms) + 1))
-    moved = np.empty_like(coords)
+    moved = coords.copy()  # geometries left out keep theirs, which are dropped anyway
     kept = np.ones(len(geoms), dtype=bool)
 
     def move(lo: int, hi: int) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
+import subprocess
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +25,8 @@ from glnet_cli.cli import main
 from glnet_cli.errors import GlnetWarning
 from glnet_cli.evaluate import evaluate
 from glnet_cli.metrics import ConfusionMatrix
+from glnet_cli.paths import PARTIAL_MARK
+from glnet_cli.vectorize import vectorize
 from tests.helpers import DEFAULT_CRS, DEFAULT_TRANSFORM, write_raster
 
 # 255 in the prediction is its nodata; 255 in the truth is "no label".
@@ -285,3 +291,183 @@ def test_spacenet_buildings_against_themselves(shared_data, tmp_path):
     assert result.confusion.matrix[0, 1] == result.confusion.matrix[1, 0] == 0
     assert result.confusion.miou == 1.0
     assert 0.03 < result.confusion.matrix[1, 1] / result.confusion.total < 0.06
+
+
+# --- JSON report files ----------------------------------------------------------------------
+
+def test_json_report_file(pair, tmp_path):
+    report = tmp_path / "scores.json"
+    result = run("evaluate", *pair, "--json", report, "-q")
+    assert result.exit_code == 0, result.output
+    assert "Per-class scores" in result.stdout and f"wrote {report}" in result.stdout
+    assert json.loads(report.read_text()) == run_json(*pair)
+    again = run("evaluate", *pair, "--json", report)
+    assert again.exit_code == 2
+    assert again.stderr == f"glnet: error: {report}: already exists (use --overwrite to replace " \
+                           "it)\n"
+    assert run("evaluate", *pair, "--json", report, "--overwrite", "-q").exit_code == 0
+
+
+@pytest.mark.parametrize("which", ["prediction", "truth", "symlink"])
+def test_json_report_that_is_an_input_is_refused(pair, tmp_path, which):
+    pred, truth = pair
+    report = {"prediction": pred, "truth": truth, "symlink": tmp_path / "link.json"}[which]
+    if which == "symlink":
+        report.symlink_to(pred)
+    before = pred.read_bytes(), truth.read_bytes()
+    result = run("evaluate", pred, truth, "--json", report, "--overwrite")
+    source = truth if which == "truth" else pred
+    assert result.exit_code == 2
+    assert result.stderr == (f"glnet: error: {report}: is the same file as the input {source}; "
+                             "choose another output\n")
+    assert (pred.read_bytes(), truth.read_bytes()) == before
+
+
+def test_json_report_on_a_full_disk_is_one_line_and_keeps_the_old_one(pair, tmp_path):
+    report = tmp_path / "scores.json"
+    report.write_text('{"old": true}')
+
+    def limit() -> None:  # Python ignores SIGXFSZ, so the write fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256, 256))
+
+    done = subprocess.run([sys.executable, "-m", "glnet_cli", "evaluate", *map(str, pair),
+                           "--json", str(report), "--overwrite", "-q"],
+                          capture_output=True, text=True, preexec_fn=limit)
+    assert done.returncode == 1
+    assert done.stderr == (f"glnet: error: {report}: writing failed: File too large; "
+                           "nothing was written\n")
+    assert report.read_text() == '{"old": true}'
+    assert [n for n in os.listdir(tmp_path) if PARTIAL_MARK in n] == []
+
+
+# --- vector truth: layers, GeoJSON's CRS, features a CRS cannot hold -------------------------
+
+def _write_layers(path: Path, layers: dict[str, list[tuple[int, int, int]]]) -> Path:
+    """A GeoPackage with one layer per entry: 4x4-pixel blocks (row, col, class) of the grid."""
+    schema = {"geometry": "Polygon", "properties": {"cls": "int"}}
+    for name, blocks in layers.items():
+        with fiona.open(path, "w", driver="GPKG", layer=name, crs=DEFAULT_CRS,
+                        schema=schema) as dst:
+            for row, col, cls in blocks:
+                left, top = DEFAULT_TRANSFORM @ (col, row)
+                right, bottom = DEFAULT_TRANSFORM @ (col + 4, row + 4)
+                dst.write(fiona.Feature.from_dict(geometry=mapping(box(left, bottom, right, top)),
+                                                  properties={"cls": cls}))
+    return path
+
+
+def test_every_layer_of_a_multi_layer_truth_is_read(tmp_path):
+    pred = write_raster(tmp_path / "pred.tif", VECTOR_PRED, nodata=255)
+    truth = _write_layers(tmp_path / "truth.gpkg", {"a": [(0, 0, 2)], "b": [(4, 4, 3)]})
+    d = run_json(pred, truth, "--attribute", "cls")
+    assert d["confusion"] == [[32, 0, 0, 0], [0, 0, 0, 0], [0, 0, 16, 0], [8, 0, 0, 8]]
+    d = run_json(pred, truth, "--attribute", "cls", "--layer", "a")  # b's block is background
+    assert d["confusion"] == [[40, 0, 0, 8], [0, 0, 0, 0], [0, 0, 16, 0], [0, 0, 0, 0]]
+    result = run("evaluate", pred, truth, "--layer", "roads")
+    assert_error(result, truth, "has no layer 'roads'; its layers are: a, b")
+
+
+def test_a_layer_per_class_vectorisation_scores_one_against_its_mask(tmp_path):
+    """The issue's case: glnet's own layer-per-class GeoPackage read from its first layer only
+    scored an mIoU of 0.087; every layer counts."""
+    mask = np.random.default_rng(5).integers(1, 4, (24, 24)).astype(np.uint8)
+    pred = write_raster(tmp_path / "pred.tif", mask)
+    vectorize(pred, tmp_path / "truth.gpkg", layout="layer-per-class")
+    assert len(fiona.listlayers(tmp_path / "truth.gpkg")) == 3
+    result = evaluate(pred, tmp_path / "truth.gpkg", attribute="class_id")
+    assert result.confusion.miou == 1.0
+    assert result.confusion.total == 24 * 24
+
+
+def test_layer_is_for_vector_truth(pair):
+    assert_error(run("evaluate", *pair, "--layer", "a"), pair[1], "--layer picks layers")
+
+
+#: solaris' sample_geotiff_custom_proj.tif: CONUS Albers, which GDAL names with no EPSG code.
+ALBERS = ("+proj=aea +lat_0=23 +lon_0=-96 +lat_1=29.5 +lat_2=45.5 +x_0=0 +y_0=0 +datum=NAD83 "
+          "+units=m +no_defs")
+ALBERS_TRANSFORM = Affine(0.5, 0.0, -658600.0, 0.0, -0.5, 2120000.0)
+
+
+def _geojson(path: Path, transform: Affine, crs_member: Optional[dict] = None,
+             to_crs: Optional[str] = None) -> Path:
+    """The two VECTOR_PRED blocks as a GeoJSON file, in ``to_crs`` (default: the grid's)."""
+    features = []
+    for row, col, cls in ((0, 0, 2), (4, 4, 3)):
+        left, top = transform @ (col, row)
+        right, bottom = transform @ (col + 4, row + 4)
+        geom = mapping(box(left, bottom, right, top))
+        if to_crs:
+            geom = transform_geom(ALBERS, to_crs, geom)
+        features.append({"type": "Feature", "properties": {"cls": cls}, "geometry": geom})
+    doc = {"type": "FeatureCollection", "features": features}
+    if crs_member:
+        doc["crs"] = crs_member
+    path.write_text(json.dumps(doc))
+    return path
+
+
+EXPECTED_VECTOR = [[32, 0, 0, 0], [0, 0, 0, 0], [0, 0, 16, 0], [8, 0, 0, 8]]
+
+
+def test_projected_geojson_without_crs_overlapping_the_prediction_is_in_its_crs(tmp_path):
+    """solaris' custom-projection labels: Albers metres in a GeoJSON that names no CRS
+    (GDAL takes them for degrees: "PROJ: aea: Invalid latitude")."""
+    pred = write_raster(tmp_path / "pred.tif", VECTOR_PRED, transform=ALBERS_TRANSFORM,
+                        crs=ALBERS)
+    truth = _geojson(tmp_path / "labels.geojson", ALBERS_TRANSFORM)
+    with pytest.warns(GlnetWarning, match="not longitude/latitude and it names no CRS; they "
+                                          "overlap the prediction in its CRS"):
+        result = evaluate(pred, truth, attribute="cls")
+    assert result.confusion.matrix.tolist() == EXPECTED_VECTOR
+
+
+@pytest.mark.parametrize("member", [
+    {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::3857"}},
+    {"type": "EPSG", "properties": {"code": 3857}},
+    {"type": "proj4", "properties": {"proj4": "+proj=merc +a=6378137 +b=6378137 +lat_ts=0 "
+                                              "+lon_0=0 +x_0=0 +y_0=0 +k=1 +units=m +no_defs"}},
+    {"type": "link", "properties": {"href": "labels.proj4", "type": "proj4"}},
+])
+def test_a_legacy_crs_member_is_honoured(tmp_path, member):
+    pred = write_raster(tmp_path / "pred.tif", VECTOR_PRED, transform=ALBERS_TRANSFORM,
+                        crs=ALBERS)
+    (tmp_path / "labels.proj4").write_text("+proj=merc +a=6378137 +b=6378137 +lat_ts=0 "
+                                           "+lon_0=0 +x_0=0 +y_0=0 +k=1 +units=m +no_defs")
+    truth = _geojson(tmp_path / "labels.geojson", ALBERS_TRANSFORM, member, "EPSG:3857")
+    result = evaluate(pred, truth, attribute="cls")
+    assert result.confusion.matrix.tolist() == EXPECTED_VECTOR
+
+
+def test_projected_geojson_that_fits_no_crs_is_one_clear_line(tmp_path):
+    pred = write_raster(tmp_path / "pred.tif", VECTOR_PRED, nodata=255)  # UTM, far away
+    truth = _geojson(tmp_path / "labels.geojson", ALBERS_TRANSFORM)
+    assert_error(run("evaluate", pred, truth), truth,
+                 "are not longitude/latitude, as GeoJSON's are, and it names no CRS; add a "
+                 "\"crs\" member or convert it with ogr2ogr")
+
+
+GEOS = "+proj=geos +h=35786023 +lon_0=-75 +sweep=x +datum=WGS84 +units=m +no_defs"
+
+
+def _lonlat_boxes(path: Path, centres: list[tuple[float, float]]) -> Path:
+    features = [{"type": "Feature", "properties": {},
+                 "geometry": mapping(box(lon - 5, lat - 5, lon + 5, lat + 5))}
+                for lon, lat in centres]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path
+
+
+def test_features_the_prediction_crs_cannot_hold_are_skipped_and_counted(tmp_path):
+    """A GOES full disk: a feature on the far side of the Earth has no place in it."""
+    grid = rasterio.transform.from_bounds(-5.5e6, -5.5e6, 5.5e6, 5.5e6, 32, 32)
+    pred = write_raster(tmp_path / "goes.tif", np.ones((32, 32), np.uint8), transform=grid,
+                        crs=GEOS)
+    truth = _lonlat_boxes(tmp_path / "t.geojson", [(-75, 0), (105, 0)])
+    with pytest.warns(GlnetWarning, match=r"t\.geojson: 1 of its 2 features were left out: "
+                                          r"their coordinates lie outside the area"):
+        result = evaluate(pred, truth)
+    assert result.confusion.matrix[1, 1] > 0
+    far = _lonlat_boxes(tmp_path / "far.geojson", [(105, 0), (100, 10)])
+    assert_error(run("evaluate", pred, far), far,
+                 "none of its 2 features can be put on the prediction's grid")
