@@ -1,9 +1,10 @@
 """What ``glnet info`` reports: a model file, a scene, and whether a model fits a scene.
 
 Every function returns a plain, JSON-ready dict, so the command can print it
-as tables or as one JSON object without knowing more than its keys. Nothing
-here reads pixels; only the fit check builds the network, so that it plans
-exactly as ``glnet segment`` would.
+as tables or as one JSON object without knowing more than its keys. Of the
+pixels only two are read, the first and the last, so that a truncated file
+whose header is intact is not reported as fine; only the fit check builds the
+network, so that it plans exactly as ``glnet segment`` would.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import rasterio
 from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
 
 from glnet_cli.errors import GlnetWarning, InputError, ModelFileError, RasterError
 from glnet_cli.raster import SceneInfo, inspect_scene
@@ -28,6 +31,8 @@ if TYPE_CHECKING:
 
 #: Extensions that make :func:`describe_file` try the file as a model first.
 MODEL_EXTENSIONS = (".pt", ".pth", ".ckpt")
+
+
 def describe_file(path: str | os.PathLike) -> dict[str, Any]:
     """A model file or a scene: the extension decides which is tried first, then the other.
 
@@ -61,6 +66,7 @@ def describe_scene(path: str | os.PathLike) -> dict[str, Any]:
     scene = _inspect(os.fspath(path))
     with rasterio.open(scene.path) as src:
         colors, dtypes = [c.name for c in src.colorinterp], src.dtypes
+        read_sample(src, scene.path)
     t = scene.transform
     return {
         "kind": "scene", "path": scene.path, "width": scene.width, "height": scene.height,
@@ -105,7 +111,8 @@ def check_fit(path: str | os.PathLike, model_path: str | os.PathLike,
     except RasterError as exc:
         used = None
         checks = [_check("bands", "fail", _reason(exc, path))]
-    checks += [_dtype_check(info, (used or scene).dtype, path), _gsd_check(info, scene)]
+    checks += [_pixels_check(path), _dtype_check(info, (used or scene).dtype, path),
+               _gsd_check(info, scene)]
     plan = None
     try:
         segmenter = Segmenter(model_file, torch.device("cpu"))
@@ -122,6 +129,26 @@ def check_fit(path: str | os.PathLike, model_path: str | os.PathLike,
     return {"model": model_path, "fits": not failed,
             "verdict": f"does not fit: {failed[0]}" if failed else "fits",
             "bands": list(used.bands) if used else None, "checks": checks, "plan": plan}
+
+
+def read_sample(src: rasterio.DatasetReader, path: str) -> None:
+    """Read the first and the last pixel of every band (so the blocks that hold them).
+
+    A file cut short, or with a damaged block, keeps a header that reads fine:
+    only its pixels tell. The last block is the one a truncation loses first.
+
+    Raises:
+        RasterError: A block cannot be read.
+    """
+    for col, row in ((0, 0), (src.width - 1, src.height - 1)):
+        try:
+            src.read(window=Window(col, row, 1, 1))
+        except RasterioError as exc:
+            # GDAL's own words are in the cause: "band 1: IReadBlock failed at X offset ..."
+            detail = str(exc.__cause__ or exc).strip().rstrip(".").removeprefix(
+                f"{os.path.basename(path)}, ")
+            raise RasterError(f"{path}: cannot read its pixels ({detail}); the file is "
+                              "truncated or corrupt: copy or download it again") from None
 
 
 def crs_name(crs: Optional[CRS]) -> Optional[str]:
@@ -151,6 +178,15 @@ def _check(name: str, status: str, detail: str) -> dict[str, str]:
 def _reason(exc: Exception, path: str) -> str:
     """The error without its leading file name: the verdict is about that file already."""
     return str(exc).removeprefix(f"{path}: ")
+
+
+def _pixels_check(path: str) -> dict[str, str]:
+    try:
+        with rasterio.open(path) as src:
+            read_sample(src, path)
+    except RasterError as exc:
+        return _check("pixels", "fail", _reason(exc, path))
+    return _check("pixels", "ok", "the first and last blocks read")
 
 
 def _dtype_check(info: ModelInfo, dtype: str, path: str) -> dict[str, str]:

@@ -133,7 +133,8 @@ def test_fitting_scene(scene, model):
     assert fit["fits"] and fit["bands"] == [1, 2, 3]
     assert set(fit) == {"model", "fits", "verdict", "bands", "checks", "plan"}
     assert {c["name"]: c["status"] for c in fit["checks"]} == {
-        "bands": "ok", "data type": "ok", "pixel size": "unknown", "stage": "ok"}
+        "bands": "ok", "pixels": "ok", "data type": "ok", "pixel size": "unknown",
+        "stage": "ok"}
     # 100 px fit one 256 px block; 32 px crops overlapping by >= 8 px: 4 x 4 of them.
     assert fit["plan"] == {"context_blocks": 1, "local_crops": 16, "context_size": 256,
                            "size_p": 32, "overlap": 8}
@@ -196,6 +197,33 @@ def test_not_a_raster(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("hello")
     assert "not a raster GDAL can read" in _one_error_line(_info(str(path)), "notes.txt")
+
+
+def _truncated(path: Path, tiled: bool) -> Path:
+    """A GeoTIFF cut in half: its header (at the start) reads fine, its last blocks are gone."""
+    write_raster(path, RGB, tiled=tiled)
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+    return path
+
+
+@pytest.mark.parametrize("tiled, block", [(True, "TIFFReadEncodedTile() failed"),
+                                          (False, "TIFFReadEncodedStrip() failed")])
+def test_truncated_geotiff_is_an_error_not_a_description(tmp_path, tiled, block):
+    path = _truncated(tmp_path / "cut.tif", tiled)
+    line = _one_error_line(_info(str(path)), "cut.tif")
+    assert line.startswith(f"glnet: error: {path}: cannot read its pixels (band 1: IReadBlock "
+                           "failed at X offset ")
+    assert line.endswith(f"{block}); the file is truncated or corrupt: copy or download it "
+                         "again")
+
+
+def test_truncated_geotiff_does_not_fit(tmp_path, model):
+    path = _truncated(tmp_path / "cut.tif", tiled=True)
+    fit = check_fit(path, model)
+    assert not fit["fits"]
+    assert fit["verdict"].startswith("does not fit: cannot read its pixels (band 1: ")
+    assert {c["name"]: c["status"] for c in fit["checks"]}["pixels"] == "fail"
 
 
 def test_corrupt_model_file(tmp_path):
