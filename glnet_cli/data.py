@@ -40,6 +40,8 @@ TILE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 #: (crops smaller than 200 pixels share a quarter of their side instead).
 MIN_OVERLAP = 50
 _STRIP = 1024
+#: Bad pairs named in the one error or warning about them; -v logs them all.
+SHOWN_PROBLEMS = 3
 
 
 @dataclass(frozen=True)
@@ -322,19 +324,24 @@ def check_tiles(infos: Sequence[TileInfo | PairProblem], classes: ClassTable,
 
 def settle_problems(problems: Sequence[PairProblem], skip_bad: bool, source: str,
                     warn) -> None:
-    """Stop with one error listing every problem, or (``skip_bad``) warn once per pair."""
+    """Stop with one error, or (``skip_bad``) warn once, however many pairs are bad.
+
+    Both say how many, name the first :data:`SHOWN_PROBLEMS`, and point to
+    ``-v``, which logs every one of them.
+    """
     if not problems:
         return
-    if skip_bad:
-        for problem in problems:
-            warn(f"skipping {problem}")
-        return
     for problem in problems:
-        log.error("%s", problem)
-    listed = "; ".join(map(str, problems[:20]))
-    more = f"; and {len(problems) - 20} more" if len(problems) > 20 else ""
+        log.info("%s %s", "skipping" if skip_bad else "cannot use", problem)
+    listed = "; ".join(map(str, problems[:SHOWN_PROBLEMS]))
+    if len(problems) > SHOWN_PROBLEMS:
+        listed += (f"; and {len(problems) - SHOWN_PROBLEMS} more ('glnet -v train ...' "
+                   "lists them all)")
+    if skip_bad:
+        warn(f"{source}: skipping {len(problems)} tile pair(s) that cannot be used: {listed}")
+        return
     raise DataError(f"{source}: {len(problems)} tile pair(s) cannot be used (fix them, or "
-                    f"skip them with --skip-bad): {listed}{more}")
+                    f"skip them with --skip-bad): {listed}")
 
 
 # -- splitting and statistics -------------------------------------------------

@@ -6,6 +6,7 @@ import os
 from typing import TYPE_CHECKING, Optional
 
 from glnet_cli.errors import InputError, ReferenceCheckpointError
+from glnet_cli.paths import check_distinct, check_output
 
 if TYPE_CHECKING:
     from glnet_cli.checkpoint import ModelFile
@@ -19,8 +20,12 @@ DEEPGLOBE_CONTEXT = {"context_size": 2448, "size_g": 508, "size_p": 508, "gsd": 
 def convert_reference(stage1: str, output: str, classes: ClassTable,
                       stage2: Optional[str] = None, stage3: Optional[str] = None,
                       context_size: int = 2448, size_g: int = 508, size_p: int = 508,
-                      gsd: Optional[float] = 0.5) -> ModelFile:
-    """Load the reference files, check them, and save our model file at ``output``."""
+                      gsd: Optional[float] = 0.5, *, overwrite: bool = False) -> ModelFile:
+    """Load the reference files, check them, and save our model file at ``output``.
+
+    ``output`` may replace an existing file only with ``overwrite``, and never
+    one of the reference files.
+    """
     # torch: imported here, so that `glnet convert-reference --help` reads DEEPGLOBE_CONTEXT fast.
     from glnet_cli.checkpoint import InputScaling, ModelFile, ModelInfo, save_model
     from models.convert import ReferenceLayoutError, load_reference
@@ -28,6 +33,8 @@ def convert_reference(stage1: str, output: str, classes: ClassTable,
     for label, path in (("--stage1", stage1), ("--stage2", stage2), ("--stage3", stage3)):
         if path is not None and not os.path.isfile(path):
             raise InputError(f"{path}: no such file ({label})")
+    check_distinct([output], [stage1, stage2, stage3])
+    check_output(output, overwrite)
     try:
         model = load_reference(stage1, stage2, stage3, n_classes=len(classes))
     except ReferenceLayoutError as exc:
@@ -40,5 +47,5 @@ def convert_reference(stage1: str, output: str, classes: ClassTable,
         provenance={"source": "VITA-Group/GLNet reference checkpoints",
                     "files": [os.path.basename(p) for p in (stage1, stage2, stage3) if p]},
     )
-    save_model(output, model, info)
+    save_model(output, model, info, overwrite=overwrite)
     return ModelFile(model, info)

@@ -35,10 +35,10 @@ from glnet_cli.device import autocast
 from glnet_cli.distributed import DistContext, distributed
 from glnet_cli.errors import DataError, GlnetWarning, InputError, PretrainedWeightsMissing
 from glnet_cli.metrics import ConfusionMatrix
-from glnet_cli.paths import atomic_output, check_output
+from glnet_cli.paths import atomic_output, check_distinct, check_output
 from glnet_cli.train_settings import PAPER_EPOCHS, PAPER_LR, WEIGHT_DECAY
 from glnet_cli.train_steps import STAGE_LOSSES, predict, step_inputs
-from models.backbone import PretrainedWeightsUnavailable
+from models.backbone import PretrainedWeightsUnavailable, fetch_imagenet
 from models.glnet import GLNet
 from models.losses import FocalLoss
 
@@ -73,7 +73,8 @@ class TrainConfig:
     classes: Optional[str] = None
     ignore_index: int = 255
     bands: Optional[tuple[int, ...]] = None
-    pretrained: str = "imagenet"
+    #: imagenet (insist), none, a model file, or None: ImageNet when it can be had, else random.
+    pretrained: Optional[str] = None
     init: Optional[str] = None
     resume: bool = False
     overwrite: bool = False
@@ -222,6 +223,8 @@ class _Run:
         if self.state and self.state["best_stage"] == self.state["stage"]:
             self.best_state = load_model(self.best_path).model.state_dict()
         self._autocast = functools.partial(autocast, ctx.device, config.precision)
+        #: Files this run has written (it replaces them at every epoch).
+        self._written: set[str] = set()
 
     # -- setup -------------------------------------------------------------
 
@@ -237,6 +240,8 @@ class _Run:
             saved = dict(start.training_state["config"])
             saved.update({k: getattr(config, k) for k in RUNTIME_OPTIONS})
             return TrainConfig(**saved), start, start.training_state
+        check_distinct([config.output, self.best_path, self.log_path],
+                       [config.init, _model_file(config.pretrained)])
         if self.ctx.is_main:
             check_output(config.output, config.overwrite, [self.best_path, self.log_path])
         start = load_model(config.init) if config.init else None
@@ -306,15 +311,27 @@ class _Run:
 
     def _build_model(self, start: Optional[ModelFile], backbone: str, width: int) -> GLNet:
         cfg = self.config
+        #: What the weights started from, for the provenance (a resumed run keeps its own).
+        self.started_from = (start.info.provenance.get("pretrained") if start and cfg.resume
+                             else cfg.pretrained)
         if start:
             return start.model
-        pretrained = "imagenet" if cfg.pretrained == "imagenet" else None
-        try:
-            model = GLNet(len(self.spec.classes), backbone, len(self.spec.bands), width,
-                          pretrained=pretrained)
-        except PretrainedWeightsUnavailable as exc:
-            raise PretrainedWeightsMissing(str(exc)) from None
-        if cfg.pretrained not in ("imagenet", "none"):
+        build = functools.partial(GLNet, len(self.spec.classes), backbone, len(self.spec.bands),
+                                  width)
+        if cfg.pretrained in (None, "imagenet"):
+            try:
+                fetch_imagenet(backbone, progress=self.progress is not None)
+                self.started_from = "imagenet"
+                return build(pretrained="imagenet")
+            except PretrainedWeightsUnavailable as exc:
+                if cfg.pretrained == "imagenet":
+                    raise PretrainedWeightsMissing(str(exc)) from None
+                (_warn if self.ctx.is_main else log.debug)(
+                    f"ImageNet weights for {backbone} could not be loaded ({exc.reason}); "
+                    "starting from random weights")
+                self.started_from = "none"
+        model = build(pretrained=None)
+        if _model_file(cfg.pretrained):
             source = load_model(cfg.pretrained).model.state_dict()
             own = model.state_dict()
             fitting = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
@@ -333,7 +350,8 @@ class _Run:
             "n_val": len(self.val_tiles), "stages": cfg.stages,
             "epochs": list(cfg.epochs), "lr": list(cfg.lr), "batch_size": cfg.batch_size,
             "sub_batch_size": cfg.sub_batch_size, "seed": cfg.seed,
-            "world_size": self.ctx.world_size, "pretrained": cfg.pretrained, "init": cfg.init}
+            "world_size": self.ctx.world_size, "pretrained": self.started_from,
+            "init": cfg.init}
         return ModelInfo(
             config=self.model.config, classes=self.spec.classes, size_g=self.size_g,
             size_p=self.size_p, scaling=self.spec.scaling,
@@ -473,7 +491,8 @@ class _Run:
                                            "val_accuracy": last.val_accuracy,
                                            "val_iou": last.val_iou, "train_loss": last.train_loss}
         if best:
-            save_model(self.best_path, self.model, self.info)
+            save_model(self.best_path, self.model, self.info,
+                       overwrite=self._may_replace(self.best_path))
         state = {"config": {f.name: _plain(getattr(self.config, f.name))
                             for f in fields(self.config)},
                  "stage": stage, "epoch": epoch, "optimizer": optimizer.state_dict(),
@@ -482,10 +501,27 @@ class _Run:
                  "best_stage": stage if self.best_state is not None else None,
                  "rng": rng_state(),
                  "history": [asdict(r) for r in self.history]}
-        save_model(self.config.output, self.model, self.info, training_state=state)
-        with atomic_output(self.log_path, overwrite=True) as tmp, \
+        save_model(self.config.output, self.model, self.info, training_state=state,
+                   overwrite=self._may_replace(self.config.output))
+        with atomic_output(self.log_path, overwrite=self._may_replace(self.log_path)) as tmp, \
                 open(tmp, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(asdict(r)) + "\n" for r in self.history)
+
+    def _may_replace(self, path: str) -> bool:
+        """Whether writing ``path`` may replace a file there.
+
+        The run's own files, yes; before its first write, only under
+        ``--overwrite`` or ``--resume``: a file that appeared since the start
+        (another run writing the same model) is then refused, not replaced.
+        """
+        replace = self.config.overwrite or self.config.resume or path in self._written
+        self._written.add(path)
+        return replace
+
+
+def _model_file(pretrained: Optional[str]) -> Optional[str]:
+    """``--pretrained`` when it names a model file (not imagenet or none)."""
+    return None if pretrained in (None, "imagenet", "none") else pretrained
 
 
 def _plain(value: Any) -> Any:

@@ -12,3 +12,5 @@ PAPER_LR = (5e-5, 2e-5, 5e-5)
 WEIGHT_DECAY = 5e-4
 #: The trunks :func:`models.backbone.build_backbone` builds (tests check that they agree).
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+#: The model file a run writes when no -o is given, in the current folder.
+DEFAULT_OUTPUT = "model.pt"

@@ -6,12 +6,16 @@ The attribute names match torchvision's ResNet (``conv1``, ``bn1``,
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 from typing import Callable
 
 import torch
 from torch import nn
 from torchvision import models as tv_models
+
+log = logging.getLogger(__name__)
 
 _RESNETS: dict[str, tuple[Callable[..., tv_models.ResNet], tv_models.WeightsEnum]] = {
     "resnet18": (tv_models.resnet18, tv_models.ResNet18_Weights.IMAGENET1K_V1),
@@ -21,8 +25,17 @@ _RESNETS: dict[str, tuple[Callable[..., tv_models.ResNet], tv_models.WeightsEnum
 }
 
 
+#: Seconds a stalled download may wait for the server before it counts as offline.
+DOWNLOAD_TIMEOUT = 30
+
+
 class PretrainedWeightsUnavailable(FileNotFoundError):
-    """ImageNet weights were asked for and are not in torchvision's cache."""
+    """ImageNet weights were asked for and can be neither read from the cache nor downloaded."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        #: The short cause (``not cached and the download failed: ...``), for a warning.
+        self.reason = reason or message
 
 
 def list_backbones() -> list[str]:
@@ -35,6 +48,46 @@ def imagenet_weights_path(name: str) -> str:
     _, weights = _resolve(name)
     filename = os.path.basename(weights.url)
     return os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+
+
+def fetch_imagenet(name: str, progress: bool = True) -> str:
+    """Make sure torchvision's cache holds the ImageNet weights of ``name``; return the path.
+
+    Downloads them when missing, as torchvision does (same cache file, same
+    hash check, a temp file renamed when complete); a stalled connection gives
+    up after :data:`DOWNLOAD_TIMEOUT` seconds of silence.
+
+    Raises:
+        PretrainedWeightsUnavailable: Not cached, and the download failed.
+    """
+    path = imagenet_weights_path(name)
+    if os.path.isfile(path):
+        return path
+    _, weights = _resolve(name)
+    log.info("downloading %s to %s", weights.url, path)
+    match = torch.hub.HASH_REGEX.search(os.path.basename(path))
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        torch.hub.download_url_to_file(weights.url, path, match.group(1) if match else None,
+                                       progress=progress)
+    except (OSError, RuntimeError) as exc:  # offline, refused, timed out, bad hash, no space
+        reason = f"not cached, and downloading {weights.url} failed: {_why(exc)}"
+        raise PretrainedWeightsUnavailable(
+            f"ImageNet weights for {name} could not be loaded: {reason} (on a machine without "
+            f"internet, copy that file to {path}, or use --pretrained none)", reason) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+    return path
+
+
+def _why(exc: Exception) -> str:
+    """The cause of a failed download in a few words (urllib nests it in ``reason``)."""
+    cause = getattr(exc, "reason", None) or exc
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return str(cause)
 
 
 def _resolve(name: str) -> tuple[Callable[..., tv_models.ResNet], tv_models.WeightsEnum]:
@@ -86,9 +139,13 @@ class ResNetTrunk(nn.Module):
             raise PretrainedWeightsUnavailable(
                 f"ImageNet weights for {self.name} are not cached: expected {path} "
                 f"(download {weights.url} there on a machine with internet access, "
-                "or use --pretrained none)"
-            )
-        state = torch.load(path, map_location="cpu", weights_only=True)
+                "or use --pretrained none)", f"not cached at {path}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch.load raises assorted types on a damaged file
+            raise PretrainedWeightsUnavailable(
+                f"ImageNet weights for {self.name}: cannot read {path} ({type(exc).__name__}); "
+                "delete it to download it again", f"{path} is damaged") from None
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         rgb = state["conv1.weight"]
         if self.in_channels != 3:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import torch
 from click.testing import CliRunner
 
@@ -58,3 +62,35 @@ def test_bad_reference_file_is_one_clear_line(tmp_path):
     missing = CliRunner().invoke(main, ["convert-reference", "--stage1", str(tmp_path / "no.pth"),
                                         "-o", str(tmp_path / "m.pt")])
     assert missing.exit_code == 2 and "no.pth: no such file" in missing.stderr
+
+
+def test_output_that_is_a_reference_file_is_refused(tmp_path):
+    stage1 = tmp_path / "stage1.pth"
+    torch.save(reference_state_dict(backbone="resnet18"), stage1)
+    before = stage1.read_bytes()
+    result = CliRunner().invoke(main, ["convert-reference", "--stage1", str(stage1),
+                                       "-o", str(stage1), "--overwrite"])
+    assert result.exit_code == 2
+    assert result.stderr == (f"glnet: error: {stage1}: is the same file as the input {stage1}; "
+                             "choose another output\n")
+    assert stage1.read_bytes() == before
+
+
+def test_full_disk_keeps_the_previous_model(tmp_path):
+    """RLIMIT_FSIZE in a child process stands in for a full disk."""
+    stage1 = tmp_path / "stage1.pth"
+    torch.save(reference_state_dict(backbone="resnet18"), stage1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"the previous model")
+    script = ("import resource, sys; from glnet_cli.cli import main; "
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)); main()")
+    done = subprocess.run([sys.executable, "-c", script, "convert-reference", "--stage1",
+                           str(stage1), "-o", str(out / "model.pt"), "--overwrite"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == (f"glnet: error: {out / 'model.pt'}: writing failed: File too large; "
+                           "nothing was written\n")
+    assert os.listdir(out) == ["model.pt"]
+    assert (out / "model.pt").read_bytes() == b"the previous model"

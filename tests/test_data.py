@@ -116,12 +116,29 @@ def test_every_bad_pair_is_named(tmp_path):
     assert "CRS EPSG:32617 differs" in reasons["tile2.tif"]
     assert "mask values 7 are not class ids (0..2)" in reasons["tile3.tif"]
     assert reasons["tile4.tif"].startswith("cannot read")
-    with pytest.raises(DataError, match=r"5 tile pair\(s\) cannot be used") as err:
-        settle_problems(problems, False, str(root), print)
-    assert all(name in str(err.value) for name in reasons)
+
+
+def test_many_bad_pairs_are_one_line_with_the_first_few(tmp_path, caplog):
+    """16 tiles smaller than a crop: one error (count, three names, where the rest are)."""
+    problems = [PairProblem(f"t{i:02d}.tif", "tile is 20x20 pixels, smaller than a local crop "
+                                             "(32); use a smaller --size-p") for i in range(16)]
+    caplog.set_level("INFO", logger="glnet_cli.data")
+    with pytest.raises(DataError) as err:
+        settle_problems(problems, False, "tiles", print)
+    assert str(err.value) == (
+        "tiles: 16 tile pair(s) cannot be used (fix them, or skip them with --skip-bad): "
+        "t00.tif: tile is 20x20 pixels, smaller than a local crop (32); use a smaller --size-p; "
+        "t01.tif: tile is 20x20 pixels, smaller than a local crop (32); use a smaller --size-p; "
+        "t02.tif: tile is 20x20 pixels, smaller than a local crop (32); use a smaller --size-p; "
+        "and 13 more ('glnet -v train ...' lists them all)")
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        f"cannot use t{i:02d}.tif" for i in range(16)]
     warned = []
-    settle_problems(problems, True, str(root), warned.append)
-    assert len(warned) == 5 and warned[0].startswith("skipping tile0.tif: ")
+    settle_problems(problems[:2], True, "tiles", warned.append)
+    assert warned == ["tiles: skipping 2 tile pair(s) that cannot be used: t00.tif: tile is "
+                      "20x20 pixels, smaller than a local crop (32); use a smaller --size-p; "
+                      "t01.tif: tile is 20x20 pixels, smaller than a local crop (32); use a "
+                      "smaller --size-p"]
 
 
 def test_colour_masks_need_a_table_and_known_colours(tmp_path):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
+from urllib.error import URLError
 
 import numpy as np
 import pytest
@@ -35,6 +39,14 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """Downloads fail at once, as offline: no test waits on (or reaches) the network."""
+    def fail(url, dst, *args, **kwargs):
+        raise URLError(OSError(errno.ENETUNREACH, "Network is unreachable"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fail)
 
 
 @pytest.fixture(scope="module")
@@ -143,20 +155,33 @@ def test_every_bad_pair_stops_the_run_or_is_skipped(tmp_path):
     out = tmp_path / "model.pt"
     result = glnet_train("--tiles", root, "-o", out, "--classes", "3", *TINY_ARGS)
     assert result.exit_code == 2 and not out.exists()
-    message = result.output.strip().splitlines()[-1]
-    assert message.startswith("glnet: error: ") and "6 tile pair(s) cannot be used" in message
-    for name in ("tile0.tif", "tile1.tif", "tile2.tif", "tile3.tif", "tile4.tif", "lonely.tif"):
-        assert name in message
+    [message] = result.stderr.splitlines()
+    assert message.startswith(f"glnet: error: {root}: 6 tile pair(s) cannot be used")
+    assert message.endswith(": tile4.tif: image has no mask; lonely.tif: mask has no image; "
+                            "tile0.tif: mask is 90x64 pixels, image 96x64; and 3 more "
+                            "('glnet -v train ...' lists them all)")
+    verbose = subprocess.run([sys.executable, "-m", "glnet_cli", "-v", "train", "--tiles",
+                              str(root), "-o", str(out), "--classes", "3", *TINY_ARGS],
+                             capture_output=True, text=True, timeout=300)
+    assert verbose.returncode == 2 and verbose.stderr.endswith(f"{message}\n")
+    listed = [line for line in verbose.stderr.splitlines() if " cannot use " in line]
+    assert sorted(line.split(" cannot use ")[1].split(":")[0] for line in listed) == [
+        "lonely.tif", "tile0.tif", "tile1.tif", "tile2.tif", "tile3.tif", "tile4.tif"]
     result = glnet_train("--tiles", root, "-o", out, "--classes", "3", "--skip-bad",
                          "--stage", "1", *TINY_ARGS)
     assert result.exit_code == 0, result.output
-    assert result.output.count("glnet: warning: skipping ") == 6
+    [warning] = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert warning.startswith(f"glnet: warning: {root}: skipping 6 tile pair(s) that cannot "
+                              "be used: tile4.tif: image has no mask; ")
     assert load_model(out).info.provenance["n_tiles"] == 1
 
 
 @pytest.mark.parametrize("args, message", [
     (["--stage", "2"], "--stage 2 starts from a model that completed stage 1"),
-    (["--pretrained", "imagenet"], "ImageNet weights for resnet18 are not cached"),
+    (["--pretrained", "imagenet"], "ImageNet weights for resnet18 could not be loaded: not "
+                                   "cached, and downloading https://download.pytorch.org/models/"
+                                   "resnet18-f37072fd.pth failed: Network is unreachable (on a "
+                                   "machine without internet, copy that file to "),
     (["--resume"], "model file not found"),
     (["--ignore-index", "1"], "--ignore-index 1 is a class id"),
 ])
@@ -200,6 +225,91 @@ def test_init_pretrained_val_folder_and_deepglobe_tiles(tmp_path):
                                                  after.global_branch.parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(before.local_branch.parameters(),
                                                      after.local_branch.parameters()))
+
+
+#: TINY_ARGS without --pretrained: the default start (ImageNet if it can be had).
+DEFAULT_START = [a for a in TINY_ARGS if a not in ("--pretrained", "none")]
+
+
+def test_no_output_and_no_imagenet_weights_still_train(tiles, tmp_path, monkeypatch):
+    """`glnet train --tiles dir/`: model.pt in the current folder; offline, random weights."""
+    monkeypatch.chdir(tmp_path)
+    result = glnet_train("--tiles", tiles, "--stage", "1", *DEFAULT_START)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("glnet: warn")]
+    assert warnings == [
+        "glnet: warning: ImageNet weights for resnet18 could not be loaded (not cached, and "
+        "downloading https://download.pytorch.org/models/resnet18-f37072fd.pth failed: Network "
+        "is unreachable); starting from random weights"]
+    model = tmp_path / "model.pt"
+    assert f"wrote {model}: stage 1, finished" in result.stdout
+    assert load_model(model).info.provenance["pretrained"] == "none"
+    before = model.read_bytes()
+    again = glnet_train("--tiles", tiles, "--stage", "1", *DEFAULT_START)
+    assert again.exit_code == 2
+    assert again.stderr == f"glnet: error: {model}: already exists (use --overwrite to " \
+                           "replace it)\n"
+    assert model.read_bytes() == before
+    resumed = glnet_train("--resume")
+    assert resumed.exit_code == 0 and f"wrote {model}: stage 1, finished" in resumed.stdout
+
+
+def test_imagenet_weights_are_downloaded_into_torchvisions_cache(tiles, tmp_path, monkeypatch):
+    from torchvision.models import resnet18
+
+    fake = resnet18(weights=None).state_dict()
+    fetched = []
+
+    def download(url, dst, hash_prefix=None, progress=True):
+        fetched.append((url, hash_prefix))
+        torch.save(fake, dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    out = tmp_path / "m.pt"
+    result = glnet_train("--tiles", tiles, "-o", out, "--stage", "1", *DEFAULT_START,
+                         "--pretrained", "imagenet")
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.stderr
+    assert fetched == [("https://download.pytorch.org/models/resnet18-f37072fd.pth", "f37072fd")]
+    cached = Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert cached.is_file()
+    local = load_model(out).model.local_branch.backbone  # stage 1 leaves it as it started
+    assert torch.equal(local.layer4[1].conv2.weight, fake["layer4.1.conv2.weight"])
+    assert load_model(out).info.provenance["pretrained"] == "imagenet"
+
+
+def test_an_output_that_is_an_input_is_refused(tiles, tmp_path):
+    first = tmp_path / "first.pt"
+    assert glnet_train("--tiles", tiles, "-o", first, "--stage", "1", *TINY_ARGS).exit_code == 0
+    before = first.read_bytes()
+    os.link(first, tmp_path / "link.pt")
+    for args in (["-o", first, "--init", first, "--stage", "2"],
+                 ["-o", tmp_path / "link.pt", "--init", first, "--stage", "2"],
+                 ["-o", first, "--stage", "1", "--pretrained", first],
+                 ["-o", first, "--init", tmp_path / "first.best.pt", "--stage", "2"]):
+        result = glnet_train("--tiles", tiles, *TINY_ARGS, *args, "--overwrite")
+        assert result.exit_code == 2, result.output
+        assert "is the same file as the input" in result.stderr
+        assert len(result.stderr.splitlines()) == 1
+    resumed = glnet_train("--resume", "-o", first)  # a resumed run writes back on purpose
+    assert resumed.exit_code == 0 and first.read_bytes() == before  # (it had nothing left)
+
+
+def test_a_full_disk_stops_with_one_line_and_publishes_nothing(tiles, tmp_path):
+    """RLIMIT_FSIZE in a child process stands in for a full disk."""
+    out = tmp_path / "out"
+    out.mkdir()
+    script = ("import resource, sys; from glnet_cli.cli import main; "
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)); "
+              "sys.argv[0] = 'glnet'; main()")
+    args = ["train", "--tiles", str(tiles), "-o", str(out / "model.pt"), "--stage", "1",
+            *TINY_ARGS, "-q"]
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == (f"glnet: error: {out / 'model.best.pt'}: writing failed: File too "
+                           "large; nothing was written\n")
+    assert os.listdir(out) == []
 
 
 def cut_spacenet(shared: Path, root: Path, tile: int = 150) -> Path:

@@ -7,7 +7,6 @@ from typing import Optional
 import click
 
 from glnet_cli.options import overwrite_opt
-from glnet_cli.paths import check_output
 from glnet_cli.reference import DEEPGLOBE_CONTEXT
 
 _FILE = click.Path(dir_okay=False)
@@ -44,8 +43,7 @@ def convert_reference_command(stage1: str, stage2: Optional[str], stage3: Option
     from glnet_cli.classes import load_class_table  # here, so that --help starts at once
     from glnet_cli.reference import convert_reference
 
-    check_output(output, overwrite)
     result = convert_reference(stage1, output, load_class_table(classes), stage2, stage3,
-                               context_size, size_g, size_p, gsd)
+                               context_size, size_g, size_p, gsd, overwrite=overwrite)
     click.echo(f"wrote {output}: stage {result.info.stage}, {result.model.config.backbone}, "
                f"{len(result.info.classes)} classes")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, Optional
 
 import click
@@ -11,7 +12,8 @@ from rich.table import Table
 from glnet_cli.options import (bands_opt, classes_opt, device_opt, overwrite_opt,
                                precision_opt, quiet_opt)
 from glnet_cli.progress import ProgressReporter, stderr_console
-from glnet_cli.train_settings import BACKBONES, PAPER_EPOCHS, PAPER_LR, WEIGHT_DECAY
+from glnet_cli.train_settings import (BACKBONES, DEFAULT_OUTPUT, PAPER_EPOCHS, PAPER_LR,
+                                      WEIGHT_DECAY)
 
 if TYPE_CHECKING:
     from glnet_cli.train import EpochRecord, TrainResult
@@ -79,8 +81,9 @@ def _summary(result: TrainResult) -> None:
 @click.command("train")
 @click.option("--tiles", type=click.Path(file_okay=False),
               help="Tile folder: images/ + masks/ with matching names, or *_sat.jpg + *_mask.png.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Model file to write (MODEL.best.pt and MODEL.metrics.jsonl go beside it).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help=f"Model file to write (MODEL.best.pt and MODEL.metrics.jsonl go beside it) "
+                   f"[default: {DEFAULT_OUTPUT} in the current folder].")
 @click.option("--stage", type=click.Choice(["1", "2", "3", "all"]), default="all",
               show_default=True, help="1 global, 2 global-to-local, 3 local-to-global.")
 @click.option("--epochs", type=PerStageType(int), default=",".join(map(str, PAPER_EPOCHS)),
@@ -109,8 +112,10 @@ def _summary(result: TrainResult) -> None:
 @click.option("--ignore-index", type=click.IntRange(min=0), default=255, show_default=True,
               help="Mask value left out of the loss and the scores.")
 @bands_opt
-@click.option("--pretrained", default="imagenet", show_default=True,
-              help="Backbone start: imagenet (torchvision's cache), none, or a glnet model file.")
+@click.option("--pretrained", default=None,
+              help="Backbone start: imagenet (torchvision's cache, downloaded if missing; an "
+                   "error if it cannot be had), none, or a glnet model file [default: ImageNet "
+                   "weights if they can be had, else random weights with a warning].")
 @click.option("--init", type=click.Path(dir_okay=False), default=None,
               help="Start from this model file (required by --stage 2 or 3 alone).")
 @click.option("--resume", is_flag=True,
@@ -123,10 +128,11 @@ def _summary(result: TrainResult) -> None:
               help="Processes reading tiles.")
 @click.option("--color-jitter", is_flag=True, help="Random brightness and contrast.")
 @click.option("--skip-bad", is_flag=True,
-              help="Skip unusable tile pairs (with a warning each) instead of stopping.")
+              help="Skip unusable tile pairs (one warning counts them) instead of stopping.")
 @overwrite_opt
 @quiet_opt
-def train_command(tiles: Optional[str], output: str, quiet: bool, **options: Any) -> None:
+def train_command(tiles: Optional[str], output: Optional[str], quiet: bool,
+                  **options: Any) -> None:
     """Train a GLNet model on a folder of image/mask tiles, stage by stage.
 
     \b
@@ -141,6 +147,8 @@ def train_command(tiles: Optional[str], output: str, quiet: bool, **options: Any
     if tiles is None and not options["resume"]:
         raise click.UsageError("give --tiles (only --resume reads it from the model file)")
     quiet = quiet or not launched_as_main()
+    # Without -o: the current folder, named in full in every message, so the user sees where.
+    output = output or os.path.abspath(DEFAULT_OUTPUT)
     config = TrainConfig(tiles=tiles or "", output=output, **options)
     with ProgressReporter("train", quiet=quiet, unit="steps") as progress:
         result = train(config, progress=progress, on_epoch=None if quiet else _show_epoch)
