@@ -86,20 +86,26 @@ def open_raster(path: str | os.PathLike) -> rasterio.io.DatasetReader:
         raise RasterError(f"{path}: not a raster GDAL can read ({detail})") from None
 
 
-#: GDAL's block cache while a command streams a raster (MB).
+#: GDAL's block cache while segment streams a scene (MB): room for the blocks that
+#: neighbouring crops read again.
 BLOCK_CACHE_MB = 64
+#: ... and while a command reads each block once (vectorize's disjoint windows).
+SINGLE_PASS_CACHE_MB = 1
 
 
-def bounded_block_cache() -> contextlib.AbstractContextManager:
-    """Cap GDAL's block cache unless the user set one.
+def bounded_block_cache(megabytes: int = BLOCK_CACHE_MB) -> contextlib.AbstractContextManager:
+    """Cap GDAL's block cache at ``megabytes`` unless the user set one.
 
     By default GDAL keeps every block it reads or writes, up to 5% of RAM, so a
-    streaming run's memory would grow with the raster for no gain.
+    streaming run's memory would grow with the raster for no gain. Too small a
+    cache costs as much: overlapping crops would decode, or fetch over HTTP,
+    the same blocks again.
     """
     if "GDAL_CACHEMAX" in os.environ or (rasterio.env.hasenv()
                                          and "GDAL_CACHEMAX" in rasterio.env.getenv()):
         return contextlib.nullcontext()
-    return rasterio.Env(GDAL_CACHEMAX=BLOCK_CACHE_MB)
+    # In bytes: rasterio hands the number to GDALSetCacheMax64 as it is.
+    return rasterio.Env(GDAL_CACHEMAX=megabytes * 2 ** 20)
 
 
 def _first_line(exc: BaseException) -> str:

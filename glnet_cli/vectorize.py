@@ -32,7 +32,7 @@ from shapely.geometry import shape
 from glnet_cli.classes import table_from_tags
 from glnet_cli.errors import GlnetWarning, InputError, RasterError
 from glnet_cli.paths import check_distinct
-from glnet_cli.raster import bounded_block_cache, open_raster
+from glnet_cli.raster import SINGLE_PASS_CACHE_MB, bounded_block_cache, open_raster
 from glnet_cli.vector_formats import (check_field_text, check_layout, check_vector_output,
                                       default_output, resolve_driver)
 from glnet_cli.vector_output import GeoJSONTextWriter, VectorWriter, output_crs
@@ -130,7 +130,7 @@ def vectorize(mask_path: str | os.PathLike,
     if window_size < 1:
         raise InputError(f"window size {window_size}: give a positive number of pixels")
     driver = resolve_driver(output_path, driver)
-    with bounded_block_cache(), _open_mask(mask_path, any_raster) as src:
+    with bounded_block_cache(SINGLE_PASS_CACHE_MB), _open_mask(mask_path, any_raster) as src:
         tags = src.tags()
         if background is None and "GLNET_BACKGROUND" in tags:
             background = _int_tag(mask_path, tags, "GLNET_BACKGROUND")

@@ -1,0 +1,181 @@
+"""Cloud archives: a COG read over HTTP range requests, as from /vsicurl/ or /vsis3/.
+
+A local server on 127.0.0.1 serves the files and logs every request, so the
+tests see exactly which bytes GDAL fetched.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import re
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import pytest
+import rasterio
+import rasterio.shutil
+from click.testing import CliRunner
+from rasterio.io import MemoryFile
+
+from glnet_cli.cli import gdal_config, main
+from glnet_cli.grid import Box
+from glnet_cli.raster import SceneReader, inspect_scene
+from tests.helpers import DEFAULT_CRS, DEFAULT_TRANSFORM, make_tiny_model
+
+#: What a cloud user sets: no directory listing or sidecar probes, no retries to wait for.
+CLOUD_CONFIG = [("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR"), ("GDAL_HTTP_MAX_RETRY", "0"),
+                ("CPL_VSIL_CURL_ALLOWED_EXTENSIONS", ".tif")]
+#: The server stops by itself after this long, whatever a test does.
+SERVER_LIFETIME_S = 300
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    range: Optional[str]
+    sent: int
+
+
+class _RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Files of one folder, whole or by a single ``Range: bytes=a-b``; every request logged."""
+
+    timeout = 30
+
+    def do_HEAD(self) -> None:
+        self._serve(body=False)
+
+    def do_GET(self) -> None:
+        self._serve(body=True)
+
+    def _serve(self, body: bool) -> None:
+        path = Path(self.directory) / self.path.lstrip("/")
+        header = self.headers.get("Range")
+        log = self.server.requests  # type: ignore[attr-defined]
+        if not path.is_file():
+            log.append(Request(self.command, self.path, header, 0))
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", header or "")
+        start, end = (int(match[1]), min(int(match[2] or len(data) - 1), len(data) - 1)) \
+            if match else (0, len(data) - 1)
+        chunk = data[start:end + 1]
+        self.send_response(206 if match else 200)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(len(chunk)))
+        if match:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        self.end_headers()
+        if body:
+            self.wfile.write(chunk)
+        log.append(Request(self.command, self.path, header, len(chunk) if body else 0))
+
+    def log_message(self, *args: object) -> None:  # the request log above is what counts
+        pass
+
+
+@contextmanager
+def serve(folder: Path) -> Iterator[tuple[str, list[Request]]]:
+    """Serve ``folder`` at ``http://127.0.0.1:PORT``; yields that URL and the request log."""
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), lambda *a: _RangeHandler(*a, directory=str(folder)))
+    server.daemon_threads = True
+    server.requests = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    deadline = threading.Timer(SERVER_LIFETIME_S, server.shutdown)
+    deadline.daemon = True
+    deadline.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server.requests
+    finally:
+        deadline.cancel()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def write_cog(path: Path, size: int, seed: int = 0) -> Path:
+    """A tiled, deflated 3-band COG with internal overviews: smooth fields and fine texture."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    bands = [np.sin(6 * xx + 2 * c) * np.cos(5 * yy - c) for c in range(3)]
+    image = np.stack(bands) * 90 + 128 + rng.normal(0, 12, (3, size, size))
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8",
+                   crs=DEFAULT_CRS, transform=DEFAULT_TRANSFORM)
+    with MemoryFile() as memfile:
+        with memfile.open(**profile) as mem:
+            mem.write(image)
+        with memfile.open() as mem:
+            rasterio.shutil.copy(mem, path, driver="COG", BLOCKSIZE=256, COMPRESS="DEFLATE",
+                                 OVERVIEWS="AUTO", OVERVIEW_RESAMPLING="AVERAGE")
+    return path
+
+
+def fetched(requests: list[Request], name: str) -> int:
+    """Bytes sent for ``name``, after checking that every request was a ranged read of it."""
+    assert requests, "GDAL made no request"
+    for r in requests:
+        assert r.path == f"/{name}", f"{r.method} {r.path}: only the scene should be asked for"
+        assert r.method == "HEAD" or r.range, f"a GET of the whole file: {r}"
+    return sum(r.sent for r in requests)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("archive")
+    write_cog(folder / "large.tif", 3072)
+    write_cog(folder / "scene.tif", 768, seed=1)
+    return folder
+
+
+def test_info_reads_the_header_and_a_few_tiles(archive):
+    with serve(archive) as (url, requests):
+        result = CliRunner().invoke(main, [
+            *(f"--config={k}={v}" for k, v in CLOUD_CONFIG), "info", "--json",
+            f"/vsicurl/{url}/large.tif"])
+    assert result.exit_code == 0, result.output
+    assert '"overviews": [\n    2,\n    4,\n    8' in result.stdout
+    size = (archive / "large.tif").stat().st_size
+    assert fetched(requests, "large.tif") < 0.02 * size  # of 32 MB: ~0.4 MB
+
+
+def test_global_view_comes_from_the_overviews(archive):
+    local = inspect_scene(archive / "large.tif")
+    whole = Box(0, 0, local.height, local.width)
+    with SceneReader(local) as reader:
+        expected = reader.read_decimated(whole, (320, 320))
+    with serve(archive) as (url, requests), gdal_config(CLOUD_CONFIG):
+        with SceneReader(inspect_scene(f"/vsicurl/{url}/large.tif")) as reader:
+            remote = reader.read_decimated(whole, (320, 320))
+    size = (archive / "large.tif").stat().st_size
+    assert fetched(requests, "large.tif") < 0.05 * size
+    assert (remote.data == expected.data).all() and remote.valid.all()
+
+
+def test_segment_a_cog_over_http_equals_the_local_run(archive, tmp_path):
+    model = make_tiny_model(tmp_path / "tiny.pt", size_p=128, size_g=64, context=1024)
+    runner = CliRunner()
+    local = runner.invoke(main, ["segment", str(archive / "scene.tif"), "-o",
+                                 str(tmp_path / "local.tif"), "-m", str(model), "-q"])
+    assert local.exit_code == 0, local.output
+    with serve(archive) as (url, requests):
+        remote = runner.invoke(main, [
+            *(f"--config={k}={v}" for k, v in CLOUD_CONFIG), "segment",
+            f"/vsicurl/{url}/scene.tif", "-o", str(tmp_path / "remote.tif"), "-m", str(model),
+            "-q"])
+    assert remote.exit_code == 0, remote.output
+    # Every block once, give or take GDAL's read-ahead: nothing is fetched twice over.
+    size = (archive / "scene.tif").stat().st_size
+    assert fetched(requests, "scene.tif") < 1.5 * size
+    with rasterio.open(tmp_path / "local.tif") as a, rasterio.open(tmp_path / "remote.tif") as b:
+        assert (a.read() == b.read()).all()
+        assert a.profile == b.profile
+    assert not any(k.startswith("GDAL_") for k in os.environ if k in dict(CLOUD_CONFIG))
