@@ -216,7 +216,7 @@ class VectorWriter(_PolygonSink):
             self._abandon()
             raise
         self._stack.close()
-        self._partial.release()
+        self._partial.discard()  # the staging GeoPackage; the published files are gone from it
         log.info("wrote %s (%s, layers: %s)", self.path, self.driver, ", ".join(self.layers))
 
     def _abandon(self) -> None:
@@ -367,8 +367,9 @@ class GeoJSONTextWriter(_PolygonSink):
             self.stream.write(text)
             if flush:
                 self.stream.flush()
-        except OSError as exc:
-            raise write_failure(self.name, exc) from exc
+        except OSError as exc:  # a full disk, or the reader went away (Broken pipe)
+            raise OutputWriteError(f"{self.name}: writing failed: {exc.strerror or exc}; the "
+                                   "GeoJSON written so far is incomplete") from exc
 
 
 def _counterclockwise(geom: Any) -> Any:

@@ -231,6 +231,7 @@ def test_geopackage_one_layer_and_layer_per_class(tmp_path):
         assert len(feats) == per.classes[class_id].polygons
         assert meta["crs"].to_epsg() == 32616
     assert per.polygons == one.polygons
+    assert _partials(tmp_path) == []  # the staging GeoPackage is gone too
 
 
 def test_geojson_is_wgs84_lon_lat(tmp_path):

@@ -102,4 +102,5 @@ def _print_summary(summary: VectorizeSummary, err: bool) -> None:
         table.add_row(str(c.class_id), c.name, f"{c.polygons:,}", f"{c.area:,.2f}")
     table.add_row("", "total", f"{summary.polygons:,}", f"{summary.area:,.2f}")
     Console(stderr=err).print(table)
-    click.echo(f"wrote {summary.polygons:,} polygons to {where}", err=err)
+    plural = "" if summary.polygons == 1 else "s"
+    click.echo(f"wrote {summary.polygons:,} polygon{plural} to {where}", err=err)
