@@ -19,7 +19,7 @@ SIZE, BORDER = 96, 8
 
 
 def bordered(bands: int = 3, dtype: str = "uint8") -> np.ndarray:
-    """Values 1..250 inside, a frame of zeros ``BORDER`` px wide: a scene whose file lacks nodata."""
+    """Values 1..250 inside a frame of zeros ``BORDER`` px wide; the file declares no nodata."""
     data = np.random.default_rng(0).integers(1, 250, (bands, SIZE, SIZE)).astype(dtype)
     data[:, :BORDER], data[:, -BORDER:], data[:, :, :BORDER], data[:, :, -BORDER:] = 0, 0, 0, 0
     return data
