@@ -68,6 +68,13 @@ def test_group_help_lists_every_command_with_its_own_first_line():
         assert command.get_short_help_str(limit=1000) == short_help
 
 
+def test_train_help_offers_the_trunks_the_model_builds():
+    from glnet_cli.train_settings import BACKBONES
+    from models.backbone import list_backbones
+
+    assert BACKBONES == tuple(list_backbones())
+
+
 @pytest.fixture
 def mask(tmp_path) -> Path:
     data = np.zeros((32, 32), np.uint8)
