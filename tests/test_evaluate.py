@@ -471,3 +471,12 @@ def test_features_the_prediction_crs_cannot_hold_are_skipped_and_counted(tmp_pat
     far = _lonlat_boxes(tmp_path / "far.geojson", [(105, 0), (100, 10)])
     assert_error(run("evaluate", pred, far), far,
                  "none of its 2 features can be put on the prediction's grid")
+
+
+def test_a_crs_member_gdal_cannot_read_is_one_clear_line(tmp_path):
+    pred = write_raster(tmp_path / "pred.tif", VECTOR_PRED, transform=ALBERS_TRANSFORM,
+                        crs=ALBERS)
+    truth = _geojson(tmp_path / "labels.geojson", ALBERS_TRANSFORM,
+                     {"type": "proj4", "properties": {"proj4": "+proj=nowhere"}})
+    assert_error(run("evaluate", pred, truth), truth,
+                 "its \"crs\" member names '+proj=nowhere', which is not a CRS GDAL knows")
