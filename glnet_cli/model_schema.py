@@ -16,14 +16,12 @@ import numpy as np
 import torch
 
 from glnet_cli.errors import ModelFileError
+from glnet_cli.train_settings import SIZE_RANGE
 from models.backbone import list_backbones
 
 FORMAT = "glnet-model"
 FORMAT_VERSION = 1
 
-#: Sides (pixels) a global view or a local crop may have: a ResNet needs 32 to
-#: reach its coarsest level; beyond 16384 no device holds the activations.
-SIZE_RANGE = (32, 16384)
 #: Full-resolution pixels (a side) the global branch may have seen as one view.
 CONTEXT_RANGE = (1, 1 << 20)
 BANDS_RANGE = (1, 1024)

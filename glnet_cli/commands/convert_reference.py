@@ -8,6 +8,7 @@ import click
 
 from glnet_cli.options import overwrite_opt
 from glnet_cli.reference import DEEPGLOBE_CONTEXT
+from glnet_cli.train_settings import SIZE_RANGE
 
 _FILE = click.Path(dir_okay=False)
 
@@ -22,9 +23,9 @@ _FILE = click.Path(dir_okay=False)
 @click.option("--context-size", type=click.IntRange(min=1),
               default=DEEPGLOBE_CONTEXT["context_size"], show_default=True,
               help="Full-resolution pixels (a side) the global branch saw in training.")
-@click.option("--size-g", type=click.IntRange(min=32), default=DEEPGLOBE_CONTEXT["size_g"],
+@click.option("--size-g", type=click.IntRange(*SIZE_RANGE), default=DEEPGLOBE_CONTEXT["size_g"],
               show_default=True, help="Global view size used in training.")
-@click.option("--size-p", type=click.IntRange(min=32), default=DEEPGLOBE_CONTEXT["size_p"],
+@click.option("--size-p", type=click.IntRange(*SIZE_RANGE), default=DEEPGLOBE_CONTEXT["size_p"],
               show_default=True, help="Local crop size used in training.")
 @click.option("--gsd", type=float, default=DEEPGLOBE_CONTEXT["gsd"], show_default=True,
               help="Ground sampling distance of the training data (m/pixel).")

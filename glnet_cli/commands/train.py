@@ -13,7 +13,7 @@ from glnet_cli.options import (bands_opt, classes_opt, device_opt, overwrite_opt
                                precision_opt, quiet_opt)
 from glnet_cli.progress import ProgressReporter, stderr_console
 from glnet_cli.train_settings import (BACKBONES, DEFAULT_OUTPUT, PAPER_EPOCHS, PAPER_LR,
-                                      WEIGHT_DECAY)
+                                      SIZE_RANGE, WEIGHT_DECAY)
 
 if TYPE_CHECKING:
     from glnet_cli.train import EpochRecord, TrainResult
@@ -96,9 +96,9 @@ def _summary(result: TrainResult) -> None:
               help="ResNet trunk [default: resnet50, or the --init model's].")
 @click.option("--width", type=click.IntRange(min=8), default=None,
               help="FPN width [default: 256, or the --init model's].")
-@click.option("--size-g", type=click.IntRange(min=32), default=None,
+@click.option("--size-g", type=click.IntRange(*SIZE_RANGE), default=None,
               help="Side of the global view [default: 508, or the --init model's].")
-@click.option("--size-p", type=click.IntRange(min=32), default=None,
+@click.option("--size-p", type=click.IntRange(*SIZE_RANGE), default=None,
               help="Side of a local crop [default: 508, or the --init model's].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=6, show_default=True,
               help="Tiles per optimiser step (per process under torchrun).")
