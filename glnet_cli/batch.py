@@ -13,9 +13,10 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Hashable, Iterable, Optional, Sequence
 
 from glnet_cli.errors import GlnetError, InputError
+from glnet_cli.paths import check_distinct, write_text
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".png", ".jpg", ".jpeg")
 
@@ -56,15 +57,41 @@ def output_name(scene: str, folder: str, suffix: str = "_mask") -> str:
     return os.path.join(folder, Path(scene).stem + suffix + ".tif")
 
 
-def check_unique_outputs(scenes: Sequence[str], folder: str) -> None:
-    """Two scenes with the same stem would write the same mask: refuse before starting."""
-    seen: dict[str, str] = {}
-    for scene in scenes:
-        name = output_name(scene, folder)
-        if name in seen:
-            raise InputError(f"{scene} and {seen[name]} would both be written to {name}; "
-                             "rename one or run them separately")
-        seen[name] = scene
+def check_batch_outputs(scenes: Sequence[str],
+                        outputs_for: Callable[[str], Iterable[Optional[str]]],
+                        others: Iterable[Optional[str]] = ()) -> None:
+    """Refuse, before the first scene, an output that is an input or that two outputs share.
+
+    ``outputs_for(scene)`` names a scene's outputs (mask, probabilities);
+    ``others`` are the batch's own (the report). Files are told apart by
+    identity, so links count, in one pass however long the archive is
+    (:func:`~glnet_cli.paths.check_distinct` words the refusal).
+    """
+    inputs = {_identity(s): s for s in scenes if not s.startswith("/vsi")}
+    written: dict[Hashable, tuple[str, str]] = {}
+    named = [(scene, out) for scene in scenes for out in outputs_for(scene)]
+    for scene, out in named + [("", out) for out in others]:
+        if not out:
+            continue
+        key = _identity(out)
+        if key in inputs:
+            check_distinct([out], [inputs[key]])
+        if key in written:
+            other_scene, other_out = written[key]
+            if scene and other_scene and scene != other_scene:
+                raise InputError(f"{scene} and {other_scene} would both be written to {out}; "
+                                 "rename one or run them separately")
+            check_distinct([other_out, out])
+        written[key] = (scene, out)
+
+
+def _identity(path: str) -> Hashable:
+    """What makes two paths one file: device and inode when it exists, else its real path."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return os.path.normcase(os.path.realpath(path))
+    return stat.st_dev, stat.st_ino
 
 
 def shard(items: Sequence[str], rank: int, world_size: int) -> list[str]:
@@ -115,9 +142,6 @@ def run_batch(scenes: Sequence[str], output_for: Callable[[str], str],
     return reports
 
 
-def write_report(path: str, reports: Sequence[SceneReport]) -> None:
-    """The JSON report: one object per scene."""
-    tmp = path + ".part"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump([asdict(r) for r in reports], f, indent=2)
-    os.replace(tmp, path)
+def write_report(path: str, reports: Sequence[SceneReport], *, overwrite: bool) -> None:
+    """The JSON report, one object per scene, written atomically (never half a report)."""
+    write_text(path, json.dumps([asdict(r) for r in reports], indent=2), overwrite=overwrite)

@@ -21,6 +21,8 @@ those loggers once for the whole process:
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import logging
 import re
 import threading
@@ -51,6 +53,36 @@ _ERROR_PREFIX = "GDAL signalled an error"
 _CODE_IN = re.compile(r"^(CPLE_\w+|ObjectNull) in (.*)$", re.DOTALL)
 
 
+def rasterio_gdal() -> Optional[ctypes.CDLL]:
+    """The GDAL library rasterio runs on, for the few calls rasterio does not wrap.
+
+    Symbols are looked up through rasterio's own extension module, so they
+    come from the copy it is linked to (a wheel, conda or the system), never
+    from another one such as fiona's.
+    """
+    import rasterio._base
+
+    try:
+        return ctypes.CDLL(rasterio._base.__file__)
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def quiet_libtiff() -> None:
+    """Keep libtiff from printing I/O errors to stderr on its own.
+
+    A full disk shows as a raw ``_tiffWriteProc: No space left on device``
+    line from libtiff's default handler; GDAL reports the failure again
+    ("Write error at scanline N"), and glnet's writer turns that into its
+    one error line, naming the reason.
+    """
+    setter = getattr(rasterio_gdal(), "TIFFSetErrorHandler", None)
+    if setter is not None:
+        setter.restype, setter.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+        setter(None)
+
+
 class GdalWarning(GlnetWarning):
     """A warning GDAL gave (a creation option ignored, a value rounded)."""
 
@@ -72,9 +104,14 @@ class GdalMessage:
         return self.level >= logging.ERROR
 
     @property
+    def about_writing(self) -> bool:
+        """Whether GDAL says bytes did not reach a file (whatever file, whatever thread)."""
+        return self.code == "CPLE_NoWriteAccess" or bool(_LOSS_TEXT.search(self.text))
+
+    @property
     def loses_data(self) -> bool:
         """Whether this message, met while writing a file, means the file is incomplete."""
-        return self.is_error or self.code in _LOSS_CODES or bool(_LOSS_TEXT.search(self.text))
+        return self.is_error or self.code in _LOSS_CODES or self.about_writing
 
 
 def parse_record(record: logging.LogRecord) -> Optional[GdalMessage]:
@@ -101,7 +138,8 @@ def _clean(text: object) -> str:
 class GdalMessages:
     """What GDAL reported during one :func:`capture_gdal_messages` block."""
 
-    def __init__(self) -> None:
+    def __init__(self, echo: bool = True) -> None:
+        self.echo = echo
         self._lock = threading.Lock()
         self._messages: list[GdalMessage] = []
 
@@ -115,9 +153,15 @@ class GdalMessages:
             return list(self._messages)
 
     def losses(self, threads: Optional[Collection[int]] = None) -> list[GdalMessage]:
-        """The messages that mean lost data, optionally only those of some threads."""
-        return [m for m in self.messages
-                if m.loses_data and (threads is None or m.thread in threads)]
+        """The messages that mean lost data.
+
+        With ``threads`` (those that wrote the file), another thread's message
+        counts only when it is about writing: GDAL may flush a file's blocks
+        from whichever thread fills its cache, while that thread's own
+        failures (say, reading an input) are not the file's.
+        """
+        return [m for m in self.messages if m.loses_data
+                and (threads is None or m.thread in threads or m.about_writing)]
 
     def raise_for_losses(self, path: str, threads: Optional[Collection[int]] = None) -> None:
         """Raise :class:`OutputWriteError` naming ``path`` if GDAL reported lost data."""
@@ -149,7 +193,7 @@ class _Router(logging.Handler):
             capture.add(message)
         # Failures surface as exceptions or, inside a capture, as a write error;
         # a warning that means lost data is the capture's to turn into an error.
-        if (self.echo and first and not message.is_error
+        if (self.echo and first and not message.is_error and all(c.echo for c in captures)
                 and not (captures and message.loses_data)):
             warnings.warn(message.text, GdalWarning, stacklevel=2)
 
@@ -188,13 +232,15 @@ def install(verbose: int = 0) -> None:
 
 
 @contextlib.contextmanager
-def capture_gdal_messages() -> Iterator[GdalMessages]:
+def capture_gdal_messages(echo: bool = True) -> Iterator[GdalMessages]:
     """Collect every GDAL message, from every thread, while the block runs.
 
     Threads can be told apart by :attr:`GdalMessage.thread`. Captures nest
     and may overlap; each sees every message reported while it is open.
+    ``echo=False`` keeps GDAL's warnings from being printed meanwhile (the
+    caller reports them itself).
     """
-    messages = GdalMessages()
+    messages = GdalMessages(echo)
     with _install_lock:
         if not _installed:
             _attach(propagate=None)

@@ -33,11 +33,11 @@ from glnet_cli.classes import IGNORE_INDEX
 from glnet_cli.device import autocast
 from glnet_cli.errors import GlnetWarning, InputError
 from glnet_cli.grid import Block, Box, ScenePlan, plan_scene
-from glnet_cli.paths import atomic_output, check_output, removing
+from glnet_cli.paths import atomic_output, check_distinct, check_output
 from glnet_cli.raster import (BLOCK_CACHE_MB, SceneInfo, SceneReader, bounded_block_cache,
                               inspect_scene)
 from glnet_cli.workers import BackgroundWorker, Prefetcher
-from glnet_cli.writer import MaskWriter, convert_to_cog
+from glnet_cli.writer import MaskWriter, OutputFile, OutputOptions, output_options
 from models.fpn import Pyramid
 from models.glnet import LocalToGlobalCanvas, coverage_template
 
@@ -217,6 +217,8 @@ class Segmenter:
             probabilities: Optional[str] = None, creation_options: Iterable[tuple[str, str]] = (),
             progress: Optional[Progress] = None, record_reads: bool = False) -> SegmentResult:
         """Segment ``path`` into ``output``; nothing is left at ``output`` if it fails."""
+        options = output_options(creation_options, cog)
+        check_distinct([output, probabilities], [path])
         scene = self.inspect(path)
         check_output(output, overwrite)
         if probabilities:
@@ -228,15 +230,13 @@ class Segmenter:
             torch.cuda.reset_peak_memory_stats(self.device)
         with contextlib.ExitStack() as stack:
             stack.enter_context(bounded_block_cache())
-            mask_tmp = stack.enter_context(atomic_output(output, ".tif", overwrite=overwrite))
-            probs_tmp = (stack.enter_context(atomic_output(probabilities, ".tif",
-                                                             overwrite=overwrite))
-                         if probabilities else None)
-            target = stack.enter_context(removing(mask_tmp + ".gtiff")) if cog else mask_tmp
-            self._stream(scene, plan, target, probs_tmp, list(creation_options), result,
-                         progress, record_reads)
-            if cog:
-                convert_to_cog(target, mask_tmp)
+            # Entered last, published first: the mask is the output that matters most.
+            probs = (OutputFile(stack.enter_context(atomic_output(
+                probabilities, ".tif", overwrite=overwrite)), probabilities)
+                if probabilities else None)
+            mask = OutputFile(stack.enter_context(atomic_output(output, ".tif",
+                                                                overwrite=overwrite)), output)
+            self._stream(scene, plan, mask, probs, options, result, progress, record_reads)
         result.seconds = time.perf_counter() - started
         result.peak_host_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if self.device.type == "cuda":
@@ -246,15 +246,15 @@ class Segmenter:
                           GlnetWarning, stacklevel=2)
         return result
 
-    def _stream(self, scene: SceneInfo, plan: ScenePlan, mask_path: str,
-                probs_path: Optional[str], creation_options: list, result: SegmentResult,
+    def _stream(self, scene: SceneInfo, plan: ScenePlan, mask: OutputFile,
+                probs: Optional[OutputFile], options: OutputOptions, result: SegmentResult,
                 progress: Optional[Progress], record_reads: bool) -> None:
         classes = self.info.classes
         tags = {"GLNET_MODEL_STAGE": str(self.stage),
                 "GLNET_MODEL": json.dumps(self.info.to_dict()["architecture"])}
-        writer = MaskWriter(mask_path, scene, classes, tags, creation_options, probs_path)
+        writer = MaskWriter(mask, scene, classes, tags, options, probs)
         blender = TileBlender(self.info.size_p, self.options.overlap, len(classes),
-                              probs_path is not None)
+                              probs is not None)
         output = BackgroundWorker(lambda job: writer.write(blender.finish(*job)))
         read_log: list = []
         reader = Prefetcher(lambda: self._read_scene(scene, plan, read_log if record_reads
@@ -262,12 +262,13 @@ class Segmenter:
         try:
             self._device_loop(plan, reader, output, result, progress)
             output.finish()
+            writer.finish()
         except BaseException:
             output.abandon()
             raise
         finally:
             reader.close()
-            writer.close()
+            writer.close()  # on failure; a no-op after finish()
         result.read_log = read_log if record_reads else None
         histogram = writer.histogram
         result.histogram = {classes.name_of(i): int(n) for i, n in enumerate(histogram[:255])

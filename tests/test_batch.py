@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from glnet_cli.batch import expand_inputs, shard
+from glnet_cli.batch import (SceneReport, check_batch_outputs, expand_inputs, shard,
+                             write_report)
 from glnet_cli.cli import main
-from glnet_cli.errors import InputError
+from glnet_cli.errors import InputError, OutputExistsError
 from tests.helpers import make_tiny_model, rule_scene, write_raster
 
 
@@ -64,6 +65,39 @@ def test_expand_inputs(archive, tmp_path):
         expand_inputs(["@missing.txt"])
 
 
+def test_batch_outputs_are_checked_by_file_identity(archive, tmp_path):
+    scenes = expand_inputs([str(archive)])
+    out = tmp_path / "out"
+
+    def masks(scene):
+        return [str(out / (os.path.basename(scene)[0] + "_mask.tif"))]
+
+    check_batch_outputs(scenes, masks, [str(tmp_path / "report.json")])
+    os.link(archive / "a.tif", tmp_path / "a_link.tif")
+    with pytest.raises(InputError, match=r"b\.tif: is the same file as the input .*b\.tif"):
+        check_batch_outputs(scenes, lambda s: [str(archive / "b.tif")]
+                            if s.endswith("a.tif") else [None])
+    with pytest.raises(InputError, match=r"a_link\.tif: is the same file as the input"):
+        check_batch_outputs(scenes, masks, [str(tmp_path / "a_link.tif")])
+    with pytest.raises(InputError, match=r"b\.tif and .*a\.tif would both be written to "
+                                         r".*same\.tif; rename one or run them separately"):
+        check_batch_outputs(scenes, lambda s: [str(out / "same.tif")])
+    with pytest.raises(InputError, match=r"report\.json: is named as two outputs"):
+        check_batch_outputs(scenes, lambda s: [str(tmp_path / "report.json")]
+                            if s.endswith("a.tif") else [None], [str(tmp_path / "report.json")])
+
+
+def test_the_report_is_written_whole_and_never_replaced_unasked(tmp_path):
+    report = tmp_path / "report.json"
+    write_report(str(report), [SceneReport("a.tif", "a_mask.tif", "ok")], overwrite=False)
+    assert json.loads(report.read_text())[0]["status"] == "ok"
+    with pytest.raises(OutputExistsError, match="already exists"):
+        write_report(str(report), [], overwrite=False)
+    write_report(str(report), [], overwrite=True)
+    assert json.loads(report.read_text()) == []
+    assert os.listdir(tmp_path) == ["report.json"]
+
+
 def test_batch_reports_every_scene_and_survives_a_corrupt_one(archive, model, tmp_path):
     _corrupt(archive / "b.tif")
     out, report = tmp_path / "masks", tmp_path / "report.json"
@@ -92,12 +126,17 @@ def test_skip_existing_resumes_and_does_nothing_the_second_time(archive, model, 
     assert CliRunner().invoke(main, args).exit_code == 0
     stamps = {p: os.stat(out / p).st_mtime_ns for p in os.listdir(out)}
     assert len(stamps) == 3
-    again = CliRunner().invoke(main, args)
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 2
+    assert refused.stderr == f"glnet: error: {report}: already exists (use --overwrite to " \
+                             "replace it)\n"
+    again = CliRunner().invoke(main, args + ["--overwrite"])  # masks are skipped all the same
     assert again.exit_code == 0
     assert {e["status"] for e in json.loads(report.read_text())} == {"skipped"}
     assert {p: os.stat(out / p).st_mtime_ns for p in os.listdir(out)} == stamps
     refused = CliRunner().invoke(main, args[:-3])
     assert refused.exit_code == 2 and "already exists" in refused.stderr
+    assert {p: os.stat(out / p).st_mtime_ns for p in os.listdir(out)} == stamps
 
 
 def test_torchrun_ranks_share_the_scenes(archive, model, tmp_path):

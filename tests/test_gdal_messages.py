@@ -11,8 +11,10 @@ import fiona
 import numpy as np
 import pytest
 import rasterio
+from click.testing import CliRunner
 
 from glnet_cli import gdal_messages
+from glnet_cli.cli import main
 from glnet_cli.errors import OutputWriteError
 from glnet_cli.gdal_messages import GdalWarning, capture_gdal_messages
 
@@ -76,14 +78,19 @@ def test_failures_and_io_warnings_lose_data_plain_warnings_do_not():
         ("CPLE_AppDefined", True, True), ("CPLE_AppDefined", False, True)]
 
 
-def test_messages_of_other_threads_can_be_left_out():
+def test_other_threads_count_only_when_they_report_a_failed_write():
+    def other_thread() -> None:
+        _gdal_failure(3, "scene.tif: IReadBlock failed at X offset 0")
+        _gdal_failure(1, "TIFFAppendToStrip:Write error at scanline 512")  # a cache flush
+
     with capture_gdal_messages() as messages:
-        other = threading.Thread(target=_gdal_failure, args=(3, "read failed"))
+        other = threading.Thread(target=other_thread)
         other.start()
         other.join()
-        _gdal_failure(1, "write failed")
-    assert [m.text for m in messages.losses()] == ["read failed", "write failed"]
-    assert [m.text for m in messages.losses({threading.get_ident()})] == ["write failed"]
+        _gdal_failure(1, "mask.tif: Cannot initialize empty blocks")
+    assert len(messages.losses()) == 3
+    assert [m.text for m in messages.losses({threading.get_ident()})] == [
+        "TIFFAppendToStrip:Write error at scanline 512", "mask.tif: Cannot initialize empty blocks"]
 
 
 def test_messages_outside_a_capture_are_not_collected():
@@ -118,3 +125,22 @@ def test_lost_data_inside_a_capture_is_left_to_the_capture(installed):
             _gdal_log(logging.WARNING, "CPLE_AppDefined", text)
     assert caught == []
     assert [m.text for m in messages.losses()] == [text]
+
+
+def test_every_command_prints_gdal_warnings_once_as_glnet_warnings(tmp_path, monkeypatch):
+    import glnet_cli.info
+
+    scene = tmp_path / "scene.tif"
+    _write_tif(scene)
+    text = f"Value rounded {secrets.token_hex(4)}"
+    read_sample = glnet_cli.info.read_sample
+
+    def read_and_warn(*args, **kwargs):
+        for _ in range(3):
+            _gdal_log(logging.WARNING, "CPLE_AppDefined", text)
+        return read_sample(*args, **kwargs)
+
+    monkeypatch.setattr(glnet_cli.info, "read_sample", read_and_warn)
+    result = CliRunner().invoke(main, ["info", str(scene)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"glnet: warning: {text}\n"

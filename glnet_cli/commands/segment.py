@@ -10,11 +10,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from glnet_cli.batch import (check_unique_outputs, expand_inputs, output_name, run_batch, shard,
+from glnet_cli.batch import (check_batch_outputs, expand_inputs, output_name, run_batch, shard,
                              write_report)
 from glnet_cli.errors import InputError, OutputError
 from glnet_cli.options import (bands_opt, batch_size_opt, creation_opt, device_opt, model_opt,
                                nodata_opt, overwrite_opt, precision_opt, quiet_opt)
+from glnet_cli.paths import check_distinct, check_output
 from glnet_cli.progress import ProgressReporter
 
 if TYPE_CHECKING:
@@ -50,7 +51,8 @@ NO_MODEL = ("no model given: pass --model MODEL.pt or set GLNET_MODEL=/path/to/m
 @click.option("--fail-fast", is_flag=True, help="Batch: stop at the first failed scene.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="Batch: write a JSON report with one object per scene.")
-@click.option("--dry-run", is_flag=True, help="Print the plan and exit without running the network.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan and exit without running the network.")
 @quiet_opt
 def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str],
                     stage: Optional[str], batch_size: int, overlap: Optional[int], device: str,
@@ -81,9 +83,17 @@ def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str
              or any(os.path.isdir(i) or glob.has_magic(i) or i.startswith("@") for i in inputs))
     options = SegmentOptions(int(stage) if stage else None, batch_size, overlap, precision, bands,
                              nodata)
+    scenes = expand_inputs(inputs) if batch else list(inputs)
+    if not dry_run:  # refused now, not after hours of work
+        from glnet_cli.writer import output_options  # rasterio: here, so --help starts at once
+
+        output_options(creation_options, cog)
+        if batch:
+            _check_batch_outputs(scenes, output, probabilities, report, overwrite)
+        else:
+            check_distinct([output, probabilities], scenes)
     with distributed(device) as dist_ctx:
         segmenter = Segmenter(load_model(model_path, dist_ctx.device), dist_ctx.device, options)
-        scenes = expand_inputs(inputs) if batch else list(inputs)
         if dry_run:
             for scene in shard(scenes, dist_ctx.rank, dist_ctx.world_size):
                 _print_plan(segmenter.dry_run(scene))
@@ -93,15 +103,11 @@ def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str
                               probabilities=probabilities, creation_options=creation_options)
             click.echo(_summary_line(result))
             return
-        _prepare_folder(output)
-        if probabilities:
-            _prepare_folder(probabilities)
-        check_unique_outputs(scenes, output)
 
         def segment_one(scene: str, mask: str) -> tuple[float, float]:
-            probs = output_name(scene, probabilities, "_probs") if probabilities else None
             result = _run_one(segmenter, scene, mask, quiet, overwrite=overwrite, cog=cog,
-                              probabilities=probs, creation_options=creation_options)
+                              probabilities=_probabilities_name(scene, probabilities),
+                              creation_options=creation_options)
             click.echo(_summary_line(result), err=True)
             return result.seconds, result.mpx_per_s
 
@@ -115,7 +121,7 @@ def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str
         if not dist_ctx.is_main:
             return
         if report:
-            write_report(report, reports)
+            write_report(report, reports, overwrite=overwrite)
         _print_batch(reports)
         failed = sum(r.status == "failed" for r in reports)
         if failed:
@@ -128,11 +134,33 @@ def _run_one(segmenter: Segmenter, scene: str, output: str, quiet: bool,
         return segmenter.run(scene, output, progress=report, **kwargs)
 
 
+def _check_batch_outputs(scenes: list[str], output: str, probabilities: Optional[str],
+                         report: Optional[str], overwrite: bool) -> None:
+    """Make the output folders; refuse a report in the way and outputs that are inputs."""
+    _prepare_folder(output)
+    if probabilities:
+        _prepare_folder(probabilities)
+    if report:
+        check_output(report, overwrite)
+    check_batch_outputs(scenes, lambda scene: (output_name(scene, output),
+                                               _probabilities_name(scene, probabilities)),
+                        [report])
+
+
+def _probabilities_name(scene: str, folder: Optional[str]) -> Optional[str]:
+    return output_name(scene, folder, "_probs") if folder else None
+
+
 def _prepare_folder(folder: str) -> None:
     parent = os.path.dirname(os.path.abspath(folder))
     if not os.path.isdir(parent):
-        raise OutputError(f"{folder}: its parent folder {parent} does not exist")
-    os.makedirs(folder, exist_ok=True)
+        problem = "is not a folder" if os.path.exists(parent) else "does not exist"
+        raise OutputError(f"{folder}: its parent folder {parent} {problem}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot make the output folder: "
+                          f"{exc.strerror or exc}") from None
     if not os.access(folder, os.W_OK):
         raise OutputError(f"{folder}: output folder is not writable")
 
