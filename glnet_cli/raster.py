@@ -195,9 +195,10 @@ class SceneReader:
         self._src = open_raster(info.path)
         self.read_log: Optional[list[tuple[Window, tuple[int, int]]]] = [] if record else None
         # A declared nodata replaces the file's, so GDAL's mask counts only when it comes
-        # from an alpha or mask band.
-        self._file_mask = not info.nodata_declared or any(
-            "per_dataset" in flags or "alpha" in flags for flags in info.mask_flags)
+        # from an alpha or mask band; one that GDAL knows to be all valid is not read.
+        self._file_mask = (not info.nodata_declared or any(
+            "per_dataset" in flags or "alpha" in flags for flags in info.mask_flags)) and any(
+            flags != "all_valid" for flags in info.mask_flags)
 
     def close(self) -> None:
         self._src.close()
@@ -254,6 +255,8 @@ class SceneReader:
         if pixels.dtype.kind == "f":
             ok &= np.isfinite(pixels).all(axis=0)
             pixels = np.where(np.isfinite(pixels), pixels, 0)
+        if (y0, x0, y1, x1) == (0, 0) + tuple(shape):  # the whole box: no padding to add
+            return Patch(pixels.astype(data.dtype, copy=False), ok)
         data[:, y0:y1, x0:x1] = pixels
         valid[y0:y1, x0:x1] = ok
         return Patch(data, valid)

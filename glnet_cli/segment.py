@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -73,6 +74,8 @@ class SegmentResult:
     pixels: int = 0
     crops_run: int = 0
     crops_skipped: int = 0
+    #: Stage 3's local-to-global passes over crops (besides ``crops_run``).
+    l2g_passes: int = 0
     histogram: dict[str, int] = field(default_factory=dict)
     peak_host_mb: float = 0.0
     peak_gpu_mb: Optional[float] = None
@@ -98,12 +101,36 @@ class PlanSummary:
     estimated_gpu_mb: Optional[float] = None
 
 
-# -- items the reader thread hands to the device loop -------------------------
+# -- items the reader threads hand to the device loop --------------------------
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+
+
+#: Threads reading the scene, each with its own dataset handle (GDAL's are not shareable),
+#: and threads blending finished tiles. One each on a small machine, where more would
+#: compete for the cores (and, reading, decode the blocks that neighbouring windows share
+#: once per handle); more where cores are plenty and a GPU must not wait for them.
+READ_THREADS = BLEND_THREADS = max(1, min(4, _cores() // 4))
+
+#: Data types torch lacks, widened (exactly) for the trip to the device.
+_WIDER = {"uint16": np.int32, "uint32": np.int64}
+
+
+@dataclass
+class _Pixels:
+    """Raw pixels of a batch and their valid masks, on the host; scaled on the device."""
+
+    raw: torch.Tensor  # (B, C, h, w), the scene's data type (or a wider one)
+    valid: torch.Tensor  # (B, h, w) bool
+    all_valid: bool
+
 
 @dataclass
 class _GlobalView:
     block: int
-    image: torch.Tensor  # (1, C, size_g, size_g)
+    pixels: _Pixels  # one image of size_g x size_g
 
 
 @dataclass
@@ -112,7 +139,7 @@ class _CropBatch:
     l2g_pass: bool
     indexes: list[int]  # crop indexes (main pass) or positions in the block grid (L2G pass)
     boxes: list[Box]
-    patches: Optional[torch.Tensor]  # (B, C, p, p), None when every crop was empty
+    pixels: Optional[_Pixels]  # None when every crop was empty
     valid: list[np.ndarray]
     skipped: list[int] = field(default_factory=list)
 
@@ -120,6 +147,9 @@ class _CropBatch:
 @dataclass
 class _PassDone:
     block: int
+
+
+_Item = Union[_GlobalView, _CropBatch, _PassDone]
 
 
 class Segmenter:
@@ -255,10 +285,11 @@ class Segmenter:
         writer = MaskWriter(mask, scene, classes, tags, options, probs)
         blender = TileBlender(self.info.size_p, self.options.overlap, len(classes),
                               probs is not None)
-        output = BackgroundWorker(lambda job: writer.write(blender.finish(*job)))
+        output = BackgroundWorker(writer.write, lambda job: blender.finish(*job), BLEND_THREADS)
         read_log: list = []
-        reader = Prefetcher(lambda: self._read_scene(scene, plan, read_log if record_reads
-                                                     else None))
+        reader = Prefetcher(self._read_jobs(plan),
+                            lambda: _logged_reader(scene, read_log if record_reads else None),
+                            READ_THREADS)
         try:
             self._device_loop(plan, reader, output, result, progress)
             output.finish()
@@ -290,7 +321,7 @@ class Segmenter:
         image: Optional[torch.Tensor] = None
         for item in items:
             if isinstance(item, _GlobalView):
-                image = item.image.to(self.device, non_blocking=True)
+                image = self._network_input(item.pixels)
                 context = final = self._forward(lambda: self.model.global_pyramid(image))
                 canvas = LocalToGlobalCanvas(context.shared()) if self.stage == 3 else None
                 ran_l2g = []
@@ -300,14 +331,15 @@ class Segmenter:
                 final = self._finish_l2g(image, canvas, ran_l2g, block)
                 continue
             done += len(item.boxes) + len(item.skipped)
-            if item.patches is not None:
-                patches = item.patches.to(self.device, non_blocking=True)
+            if item.pixels is not None:
+                patches = self._network_input(item.pixels)
                 tl, ratio = _fractions(item.boxes, block.box)
                 if item.l2g_pass:
                     local = self._forward(lambda: self.model.local_pyramid(patches, context, tl,
                                                                            ratio))
                     canvas.add(local.shared(), tl, ratio)
                     ran_l2g.extend(tl)
+                    result.l2g_passes += len(item.boxes)
                 else:
                     probs = self._predict(patches, context, final, tl, ratio)
                     for index, box, valid, p in zip(item.indexes, item.boxes, item.valid, probs):
@@ -320,7 +352,7 @@ class Segmenter:
             if progress is not None:
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 progress(done, total, mpx_per_s=plan.height * plan.width / 1e6 * done / total
-                         / elapsed)
+                         / elapsed, **{"pass": "L2G" if item.l2g_pass else "prediction"})
 
     def _release(self, crop: int, plan: ScenePlan, tiles_left: list[int],
                  crops_left: list[int], cache: dict[int, CropResult],
@@ -347,7 +379,7 @@ class Segmenter:
             local = self.model.local_pyramid(patches, context, tl, ratio)
             logits, _ = self.model.aggregated(local.ps3, final.ps3, tl, ratio)
             return torch.softmax(logits.float(), dim=1)
-        return self._forward(run).to("cpu", torch.float16)
+        return self._forward(run).to(torch.float16)  # stays on the device for blending
 
     def _finish_l2g(self, image: torch.Tensor, canvas: LocalToGlobalCanvas,
                     ran: list[tuple[float, float]], block: Block) -> Pyramid:
@@ -357,50 +389,93 @@ class Segmenter:
         merged = canvas.finish(template)
         return self._forward(lambda: self.model.l2g_pyramid(image, merged))
 
-    # -- the reader thread ---------------------------------------------------
+    # -- the reader threads --------------------------------------------------
 
-    def _read_scene(self, scene: SceneInfo, plan: ScenePlan,
-                    read_log: Optional[list]) -> Iterator[Union[_GlobalView, _CropBatch, _PassDone]]:
-        pin = self.device.type == "cuda"
-        size_g = self.info.size_g
-        with SceneReader(scene, record=read_log is not None) as reader:
-            for b, block in enumerate(plan.blocks):
-                view = reader.read_decimated(block.box, (size_g, size_g))
-                yield _GlobalView(b, self._to_tensor([view.data], [view.valid], pin))
-                if self.stage == 3:
-                    grid = plan.block_crop_grid(block, self.options.overlap)
-                    yield from self._batches(reader, b, True, list(range(len(grid))), grid, pin)
-                    yield _PassDone(b)
-                boxes = [plan.crops[i] for i in block.crops]
-                yield from self._batches(reader, b, False, list(block.crops), boxes, pin)
-            if read_log is not None:
-                read_log.extend(reader.read_log)
+    def _read_jobs(self, plan: ScenePlan) -> Iterator[Callable[[SceneReader], _Item]]:
+        """Every read of a run, in the order the device loop wants the results."""
+        for b, block in enumerate(plan.blocks):
+            yield functools.partial(self._read_view, b, block.box)
+            if self.stage == 3:
+                grid = plan.block_crop_grid(block, self.options.overlap)
+                yield from self._batch_jobs(b, True, list(range(len(grid))), grid)
+                yield functools.partial(_pass_done, b)
+            yield from self._batch_jobs(b, False, list(block.crops),
+                                        [plan.crops[i] for i in block.crops])
 
-    def _batches(self, reader: SceneReader, block: int, l2g_pass: bool, indexes: list[int],
-                 boxes: list[Box], pin: bool) -> Iterator[_CropBatch]:
+    def _batch_jobs(self, block: int, l2g_pass: bool, indexes: list[int],
+                    boxes: list[Box]) -> Iterator[Callable[[SceneReader], _CropBatch]]:
         size = self.options.batch_size
         for start in range(0, len(boxes), size):
-            batch = _CropBatch(block, l2g_pass, [], [], None, [])
-            data = []
-            for index, box in zip(indexes[start:start + size], boxes[start:start + size]):
-                patch = reader.read(box)
-                if not patch.valid.any():
-                    batch.skipped.append(index)
-                    continue
-                batch.indexes.append(index)
-                batch.boxes.append(box)
-                batch.valid.append(patch.valid)
-                data.append(patch.data)
-            if data:
-                batch.patches = self._to_tensor(data, batch.valid, pin)
-            yield batch
+            yield functools.partial(self._read_batch, block, l2g_pass,
+                                    indexes[start:start + size], boxes[start:start + size])
 
-    def _to_tensor(self, arrays: list[np.ndarray], valid: list[np.ndarray],
-                   pin: bool) -> torch.Tensor:
-        """Scale raw pixels as in training; invalid pixels become 0."""
-        scaled = np.stack([self.info.scaling.apply(a) * v for a, v in zip(arrays, valid)])
-        tensor = torch.from_numpy(scaled.astype(np.float32, copy=False))
-        return tensor.pin_memory() if pin else tensor
+    def _read_view(self, block: int, box: Box, reader: SceneReader) -> _GlobalView:
+        size_g = self.info.size_g
+        view = reader.read_decimated(box, (size_g, size_g))
+        return _GlobalView(block, self._host_pixels([view.data], [view.valid]))
+
+    def _read_batch(self, block: int, l2g_pass: bool, indexes: list[int], boxes: list[Box],
+                    reader: SceneReader) -> _CropBatch:
+        batch = _CropBatch(block, l2g_pass, [], [], None, [])
+        data = []
+        for index, box in zip(indexes, boxes):
+            patch = reader.read(box)
+            if not patch.valid.any():
+                batch.skipped.append(index)
+                continue
+            batch.indexes.append(index)
+            batch.boxes.append(box)
+            batch.valid.append(patch.valid)
+            data.append(patch.data)
+        if data:
+            batch.pixels = self._host_pixels(data, batch.valid)
+        return batch
+
+    def _host_pixels(self, arrays: list[np.ndarray], valid: list[np.ndarray]) -> _Pixels:
+        """Raw pixels for the device (a quarter of the bytes of float32 for uint8 scenes)."""
+        raw = np.stack(arrays)
+        raw = torch.from_numpy(raw.astype(_WIDER.get(raw.dtype.name, raw.dtype), copy=False))
+        mask = torch.from_numpy(np.stack(valid))
+        if self.device.type == "cuda":  # page-locked, so the copy to the GPU runs async
+            raw, mask = raw.pin_memory(), mask.pin_memory()
+        return _Pixels(raw, mask, all(v.all() for v in valid))
+
+    def _network_input(self, pixels: _Pixels) -> torch.Tensor:
+        """Scale raw pixels as in training (:meth:`InputScaling.apply`); invalid ones become 0.
+
+        In place, skipping what changes no value (subtracting 0, multiplying by 1).
+        """
+        x = pixels.raw.to(self.device, non_blocking=True).to(torch.float32)
+        offset, scale = self._input_scaling
+        if offset is not None:
+            x.sub_(offset)
+        x.mul_(scale)
+        if not pixels.all_valid:
+            x.mul_(pixels.valid.to(self.device, non_blocking=True)[:, None])
+        return x
+
+    @functools.cached_property
+    def _input_scaling(self) -> tuple[Optional[torch.Tensor], torch.Tensor]:
+        """(offset or None where it is all 0, scale), shaped (1, C, 1, 1) on the device."""
+        def on_device(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
+        offset = self.info.scaling.offset
+        return (on_device(offset) if any(offset) else None), on_device(self.info.scaling.scale)
+
+
+def _pass_done(block: int, reader: SceneReader) -> _PassDone:
+    return _PassDone(block)
+
+
+@contextlib.contextmanager
+def _logged_reader(scene: SceneInfo, read_log: Optional[list]) -> Iterator[SceneReader]:
+    """A reader for one thread; its reads join ``read_log`` (if given) when it closes."""
+    with SceneReader(scene, record=read_log is not None) as reader:
+        try:
+            yield reader
+        finally:
+            if read_log is not None:
+                read_log.extend(reader.read_log)
 
 
 def _fractions(boxes: Sequence[Box], block: Box) -> tuple[list[tuple[float, float]],

@@ -1,75 +1,107 @@
-"""Two small threads that keep the device busy: a prefetching reader and a writer.
+"""Threads that keep the device busy: parallel prefetching readers and a writer.
 
-Both run one Python thread beside the main one and pass work through bounded
-queues, so memory stays bounded. An exception in either thread is re-raised
-in the main thread at the next hand-over, never lost.
+Reads run in a few threads, each with its own resource (a GDAL dataset handle
+is not safe to share between threads), a bounded number of items ahead, and
+come back in order. Finished work is prepared (blended) in a few threads and
+handled (written) in one, in submission order, through a bounded queue. An
+exception in any of these threads is re-raised in the caller's thread at the
+next hand-over, as the same exception object, never lost.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import queue
 import threading
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, ContextManager, Generic, Iterable, Iterator, Optional, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
+U = TypeVar("U")
 
 _DONE = object()
 
 
-class _Failure:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
+class ThreadPool(Generic[R]):
+    """``threads`` threads, each owning a resource opened on its first job and closed at the end.
+
+    ``open_resource`` returns a context manager (a dataset reader, say); jobs
+    are callables that take the running thread's resource.
+    """
+
+    def __init__(self, threads: int, open_resource: Callable[[], ContextManager[R]],
+                 name: str = "glnet-pool") -> None:
+        self._executor = ThreadPoolExecutor(max(1, threads), thread_name_prefix=name)
+        self._open = open_resource
+        self._local = threading.local()
+        self._resources = contextlib.ExitStack()
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[R], T]) -> "Future[T]":
+        return self._executor.submit(self._run, job)
+
+    def _run(self, job: Callable[[R], T]) -> T:
+        if not hasattr(self._local, "resource"):
+            with self._lock:
+                self._local.resource = self._resources.enter_context(self._open())
+        return job(self._local.resource)
+
+    def close(self) -> None:
+        """Drop the jobs not started, wait for the running ones, close every resource."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            self._resources.close()
 
 
-class Prefetcher(Generic[T]):
-    """Iterate ``produce()`` in a background thread, ``depth`` items ahead."""
+class Prefetcher(Generic[R, T]):
+    """Run ``jobs`` in a :class:`ThreadPool`, ``depth`` jobs ahead; iterate their results in order.
 
-    def __init__(self, produce: Callable[[], Iterator[T]], depth: int = 4) -> None:
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(produce,), daemon=True,
-                                        name="glnet-reader")
-        self._thread.start()
+    The jobs iterator itself is advanced in the consuming thread, so it only
+    has to describe the work (cheap closures), not do it.
+    """
 
-    def _run(self, produce: Callable[[], Iterator[T]]) -> None:
-        try:
-            for item in produce():
-                if not self._put(item):
-                    return
-        except BaseException as exc:  # handed to the main thread
-            self._put(_Failure(exc))
-            return
-        self._put(_DONE)
-
-    def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def __init__(self, jobs: Iterable[Callable[[R], T]],
+                 open_resource: Callable[[], ContextManager[R]], threads: int = 2,
+                 depth: int = 4) -> None:
+        self._jobs = iter(jobs)
+        self._pool = ThreadPool(threads, open_resource, name="glnet-reader")
+        self._pending: collections.deque[Future[T]] = collections.deque()
+        self._depth = max(1, depth)
 
     def __iter__(self) -> Iterator[T]:
         while True:
-            item = self._queue.get()
-            if item is _DONE:
+            for job in self._jobs:
+                self._pending.append(self._pool.submit(job))
+                if len(self._pending) >= self._depth:
+                    break
+            if not self._pending:
                 return
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
+            yield self._pending.popleft().result()
 
     def close(self) -> None:
-        """Stop the producer (it may be blocked on a full queue) and wait for it."""
-        self._stop.set()
-        self._thread.join(timeout=30)
+        """Stop reading: cancel what has not started, wait for the rest, close the resources."""
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        self._pool.close()
 
 
-class BackgroundWorker(Generic[T]):
-    """Apply ``handle`` to submitted items in order, in one background thread."""
+class BackgroundWorker(Generic[T, U]):
+    """Apply ``handle`` to submitted items in order, in one background thread.
 
-    def __init__(self, handle: Callable[[T], None], depth: int = 16) -> None:
+    With ``prepare``, every item first goes through ``prepare`` in one of
+    ``threads`` threads (concurrently), and ``handle`` gets the results in
+    submission order. At most ``depth`` items wait at any time.
+    """
+
+    def __init__(self, handle: Callable[[U], None], prepare: Optional[Callable[[T], U]] = None,
+                 threads: int = 1, depth: int = 16) -> None:
         self._handle = handle
+        self._prepare = prepare
+        self._pool = (ThreadPoolExecutor(max(1, threads), thread_name_prefix="glnet-blend")
+                      if prepare is not None else None)
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True, name="glnet-writer")
@@ -82,9 +114,11 @@ class BackgroundWorker(Generic[T]):
                 return
             if self._error is None:
                 try:
-                    self._handle(item)
+                    self._handle(item.result() if self._pool is not None else item)
                 except BaseException as exc:  # re-raised by submit() or finish()
                     self._error = exc
+            elif self._pool is not None:
+                item.cancel()
 
     def _check(self) -> None:
         if self._error is not None:
@@ -92,16 +126,31 @@ class BackgroundWorker(Generic[T]):
 
     def submit(self, item: T) -> None:
         self._check()
-        self._queue.put(item)
+        self._queue.put(self._pool.submit(self._prepare, item) if self._pool is not None
+                        else item)
 
     def finish(self) -> None:
         """Wait until every submitted item is handled; re-raise the first failure."""
-        self._queue.put(_DONE)
-        self._thread.join()
+        self._stop()
         self._check()
 
-    def abandon(self) -> None:
-        """Stop after the items already queued (on failure or interruption)."""
+    def abandon(self, timeout: float = 60) -> None:
+        """Drop the queued items and stop (on failure or interruption); never raises.
+
+        Waits up to ``timeout`` seconds for the item being handled.
+        """
         self._error = self._error or RuntimeError("abandoned")
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if self._pool is not None:
+                item.cancel()
+        self._stop(timeout)
+
+    def _stop(self, timeout: Optional[float] = None) -> None:
         self._queue.put(_DONE)
-        self._thread.join(timeout=60)
+        self._thread.join(timeout)
+        if self._pool is not None:
+            self._pool.shutdown(wait=timeout is None, cancel_futures=True)
