@@ -19,6 +19,7 @@ import torch
 import glnet_cli.segment as segment_module
 from benchmarks.engine_bench import standin_model_file
 from glnet_cli.classes import IGNORE_INDEX
+from glnet_cli.commands.segment import _summary_line
 from glnet_cli.grid import blend_weights
 from glnet_cli.raster import SceneReader
 from glnet_cli.segment import SegmentOptions, Segmenter
@@ -173,6 +174,13 @@ def test_stage_2_has_no_l2g_pass(scene, tmp_path):
     result, _, _ = _run(_segmenter(stage=2), scene, tmp_path / "mask.tif",
                         progress=lambda done, total, **info: passes.append(info["pass"]))
     assert set(passes) == {"prediction"} and result.l2g_passes == 0
+    assert f" {result.crops_run} crops run, " in _summary_line(result)
+
+
+def test_the_summary_line_counts_what_the_bar_counted(scene, tmp_path):
+    result, _, _ = _run(_segmenter(stage=3), scene, tmp_path / "mask.tif")
+    assert (f" {result.crops_run} crops run (+{result.l2g_passes} L2G passes), "
+            f"{result.crops_skipped} empty skipped") in _summary_line(result)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

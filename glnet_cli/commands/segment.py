@@ -130,7 +130,8 @@ def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str
 
 def _run_one(segmenter: Segmenter, scene: str, output: str, quiet: bool,
              **kwargs: object) -> SegmentResult:
-    with ProgressReporter(f"segment {os.path.basename(scene)}", quiet, unit="crops") as report:
+    with ProgressReporter(f"segment {os.path.basename(scene)}", quiet,
+                          unit="crop passes") as report:
         return segmenter.run(scene, output, progress=report, **kwargs)
 
 
@@ -171,8 +172,10 @@ def _summary_line(result: SegmentResult) -> str:
                         for name, n in sorted(result.histogram.items(), key=lambda kv: -kv[1])
                         ) if counted else "no valid pixels"
     gpu = f", GPU peak {result.peak_gpu_mb:.0f} MB" if result.peak_gpu_mb is not None else ""
+    # The progress bar counts crop passes: stage 3 adds one L2G pass per crop of each block.
+    l2g = f" (+{result.l2g_passes} L2G passes)" if result.l2g_passes else ""
     return (f"{result.output}: {result.pixels / 1e6:.2f} Mpx in {result.seconds:.1f} s "
-            f"({result.mpx_per_s:.2f} Mpx/s), {result.crops_run} crops run, "
+            f"({result.mpx_per_s:.2f} Mpx/s), {result.crops_run} crops run{l2g}, "
             f"{result.crops_skipped} empty skipped, peak memory {result.peak_host_mb:.0f} MB"
             f"{gpu}; {classes}")
 
