@@ -63,11 +63,37 @@ device_opt = click.option(
     "--device", default="auto", show_default=True,
     help="auto (CUDA when present), cpu, cuda or cuda:N.")
 precision_opt = click.option(
-    "--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
-    show_default=True, help="Autocast precision on CUDA (CPU always runs fp32).")
+    "--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
+    show_default=True,
+    help="Arithmetic precision. auto: segment uses bf16 where the device computes it natively "
+         "(CUDA GPUs since Ampere, CPUs with AVX512-BF16 or AMX), fp16 on older GPUs, fp32 "
+         "elsewhere; train uses fp32. fp16 needs a GPU.")
+
+
+class BatchSizeType(click.ParamType):
+    """``auto`` (None: chosen from the memory budget) or a positive number."""
+
+    name = "auto|n"
+
+    def convert(self, value: Any, param: Optional[click.Parameter],
+                ctx: Optional[click.Context]) -> Optional[int]:
+        if value is None or isinstance(value, int):
+            return value
+        if str(value).strip().lower() == "auto":
+            return None
+        try:
+            size = int(value)
+        except ValueError:
+            size = 0
+        if size < 1:
+            self.fail(f"{value!r}: use auto or a number of crops (1 or more)", param, ctx)
+        return size
+
+
 batch_size_opt = click.option(
-    "--batch-size", type=click.IntRange(min=1), default=6, show_default=True,
-    help="Local crops per forward pass.")
+    "--batch-size", type=BatchSizeType(), default="auto", show_default=True,
+    help="Local crops per forward pass; auto: as many as fit 1.5 GB (host memory on the "
+         "CPU, GPU memory on CUDA), up to 6.")
 nodata_opt = click.option(
     "--nodata", type=float, default=None, metavar="VALUE",
     help="The input's nodata value (a number or nan) when its file declares none; "

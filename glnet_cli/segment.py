@@ -31,9 +31,11 @@ import torch
 from glnet_cli.blend import CropResult, TileBlender
 from glnet_cli.checkpoint import ModelFile
 from glnet_cli.classes import IGNORE_INDEX
-from glnet_cli.device import autocast
+from glnet_cli.device import DTYPES, autocast, resolve_precision
 from glnet_cli.errors import GlnetWarning, InputError
 from glnet_cli.grid import Block, Box, ScenePlan, plan_scene
+from glnet_cli.memory import (MB, MEMORY_BUDGET_MB, MemoryEstimate, NetworkShape,
+                              auto_batch_size, estimate, weight_bytes)
 from glnet_cli.paths import atomic_output, check_distinct, check_output
 from glnet_cli.raster import (BLOCK_CACHE_MB, SceneInfo, SceneReader, bounded_block_cache,
                               inspect_scene)
@@ -41,6 +43,7 @@ from glnet_cli.workers import BackgroundWorker, Prefetcher
 from glnet_cli.writer import MaskWriter, OutputFile, OutputOptions, output_options
 from models.fpn import Pyramid
 from models.glnet import LocalToGlobalCanvas, coverage_template
+from models.inference import prepare_for_inference
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +58,11 @@ class SegmentOptions:
     """How to run the network; one set serves every scene of a batch."""
 
     stage: Optional[int] = None
-    batch_size: int = 6
+    #: Crops per forward pass; None: the most the memory budget allows (up to 6).
+    batch_size: Optional[int] = None
     #: Least overlap between neighbouring crops; None: 64 px, or a quarter of a small crop.
     overlap: Optional[int] = None
+    #: fp32, fp16, bf16, or auto: what the device computes fastest (see resolve_precision).
     precision: str = "fp32"
     bands: Optional[Sequence[int]] = None
     #: The scenes' nodata value when their files declare none (``--nodata``).
@@ -97,8 +102,18 @@ class PlanSummary:
     crops_empty: int
     #: Network passes over crops: the main pass, plus the L2G pass at stage 3.
     crops_to_run: int
-    estimated_peak_mb: float
-    estimated_gpu_mb: Optional[float] = None
+    #: The precision the network would compute in, and the crops per forward pass.
+    precision: str
+    batch_size: int
+    memory: MemoryEstimate
+
+    @property
+    def estimated_peak_mb(self) -> float:
+        return self.memory.host_mb
+
+    @property
+    def estimated_gpu_mb(self) -> Optional[float]:
+        return self.memory.gpu_mb
 
 
 # -- items the reader threads hand to the device loop --------------------------
@@ -165,9 +180,16 @@ class Segmenter:
         if options.overlap >= self.info.size_p:
             raise InputError(f"--overlap {options.overlap} must be smaller than the crop size "
                              f"{self.info.size_p}")
-        self.options = options
         self.stage = self._choose_stage(options.stage)
-        self.model = model_file.model.to(device).eval()
+        #: The precision the network computes in (``auto`` resolved for this device).
+        self.precision = resolve_precision(device, options.precision)
+        # In place: the model file's network becomes this segmenter's (a copy would
+        # double the weights' memory).
+        self.model = prepare_for_inference(model_file.model, self.stage,
+                                           DTYPES[self.precision]).to(device)
+        self.options = options
+        if options.batch_size is None:
+            self.options = dataclasses.replace(options, batch_size=self._auto_batch_size())
 
     def _choose_stage(self, asked: Optional[int]) -> int:
         available = self.info.stage
@@ -207,39 +229,47 @@ class Segmenter:
         plan = self.plan(scene)
         empty = _estimate_empty(scene, plan)
         runs = len(plan.crops) - empty + self._l2g_crop_count(plan)
-        return PlanSummary(scene, plan, self.stage, empty, runs, *self._estimate_peak_mb(plan))
+        return PlanSummary(scene, plan, self.stage, empty, runs, self.precision,
+                           self.options.batch_size, self._estimate_memory(plan.width))
 
     def _l2g_crop_count(self, plan: ScenePlan) -> int:
         if self.stage != 3:
             return 0
         return sum(len(plan.block_crop_grid(b, self.options.overlap)) for b in plan.blocks)
 
-    def _estimate_peak_mb(self, plan: ScenePlan) -> tuple[float, Optional[float]]:
-        """Rough peak memory (host MB, GPU MB or None) of a run over ``plan``.
+    def _estimate_memory(self, scene_width: int,
+                         batch_size: Optional[int] = None) -> MemoryEstimate:
+        """Peak memory of a run over a scene ``scene_width`` pixels wide, by part.
 
-        Host: this process as it stands (libraries and model loaded), GDAL's
-        capped block cache, the crops and tiles in flight, and on the CPU the
-        network's activations. GPU: weights, activations and global maps.
+        From this process as it stands (libraries and prepared model loaded), plus
+        GDAL's capped block cache, the crops and tiles in flight and the network's
+        activations (on the host, or on the GPU with the weights).
         """
         cfg = self.info.config
         q = self.info.size_p // 4
-        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        trunk = self.model.global_branch.backbone.out_channels
-        # A crop's own pyramid and the global regions it is fed, kept for the whole
-        # forward pass, plus the trunk's largest transient (the stride-2 stem).
-        per_crop = 4 * (2 * _pyramid_floats(q, trunk, cfg.width) + 4 * q * q * 64)
-        activations = self.options.batch_size * per_crop
-        global_maps = 2 * 4 * _pyramid_floats(self.info.size_g // 4, trunk, cfg.width)
+        net = NetworkShape(self.info.size_p, self.info.size_g,
+                           self.model.global_branch.backbone.out_channels, cfg.width,
+                           cfg.n_classes, DTYPES[self.precision].itemsize, self.stage)
         cached_crop = cfg.n_classes * q * q * 2 + self.info.size_p ** 2
         step = max(1, self.info.size_p - self.options.overlap)
-        crops_in_flight = math.ceil(plan.width / step) * (math.ceil(self.info.context_size / step)
-                                                          // 2 + 2)
+        crops_in_flight = math.ceil(scene_width / step) * (
+            math.ceil(self.info.context_size / step) // 2 + 2)
         tiles = 2 * 512 * 512 * (cfg.n_classes * 4 + 8)  # the tile being blended, its output
-        host = _current_rss() + BLOCK_CACHE_MB * 2 ** 20 + crops_in_flight * cached_crop + tiles
-        network = activations + global_maps
-        if self.device.type == "cuda":
-            return host / 2 ** 20, (weights + network) / 2 ** 20
-        return (host + network) / 2 ** 20, None
+        return estimate(net, batch_size or self.options.batch_size, weight_bytes(self.model),
+                        crops_in_flight * cached_crop + tiles, BLOCK_CACHE_MB * MB,
+                        self.device.type == "cuda")
+
+    def _auto_batch_size(self) -> int:
+        """The largest batch whose estimated peak fits :data:`MEMORY_BUDGET_MB`.
+
+        Judged for a scene one context block wide: wider scenes hold a few more
+        crops in flight, which the budget's margin absorbs.
+        """
+        def fits(size: int) -> bool:
+            memory = self._estimate_memory(self.info.context_size, size)
+            peak = memory.gpu_mb if memory.gpu is not None else memory.host_mb
+            return peak <= MEMORY_BUDGET_MB
+        return auto_batch_size(fits)
 
     # -- running -------------------------------------------------------------
 
@@ -370,7 +400,7 @@ class Segmenter:
                     cache.pop(member, None)
 
     def _forward(self, fn: Callable[[], Any]) -> Any:
-        with torch.inference_mode(), autocast(self.device, self.options.precision):
+        with torch.inference_mode(), autocast(self.device, self.precision, training=False):
             return fn()
 
     def _predict(self, patches: torch.Tensor, context: Pyramid, final: Pyramid,
@@ -484,22 +514,6 @@ def _fractions(boxes: Sequence[Box], block: Box) -> tuple[list[tuple[float, floa
     tl = [((b.row - block.row) / block.height, (b.col - block.col) / block.width) for b in boxes]
     size = boxes[0].height
     return tl, (size / block.height, size / block.width)
-
-
-def _pyramid_floats(q: int, trunk: Sequence[int], width: int) -> float:
-    """Numbers in one branch's pyramid whose finest level (C2, P2) is ``q`` x ``q``."""
-    levels = sum(q * q / 4 ** i for i in range(4))  # strides 4, 8, 16, 32
-    trunk_floats = sum(c * q * q / 4 ** i for i, c in enumerate(trunk))
-    return trunk_floats + levels * (2 * width + width / 2) + 2 * width * q * q
-
-
-def _current_rss() -> int:
-    """This process's resident memory in bytes (its peak so far where /proc is missing)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _estimate_empty(scene: SceneInfo, plan: ScenePlan, longest: int = 1024) -> int:

@@ -1,7 +1,10 @@
 """ResNet trunks that return C2..C5 for any number of input bands.
 
-The attribute names match torchvision's ResNet (``conv1``, ``bn1``,
-``layer1`` ...) so that torchvision and reference checkpoints load key for key.
+The layers, their order and their attribute names are those of torchvision's
+ResNet (``conv1``, ``bn1``, ``layer1`` ...), so torchvision and reference
+checkpoints load key for key. They are defined here rather than imported:
+importing torchvision pulls in sympy and triton, 160 MB and a second of
+start-up that inference never uses.
 """
 
 from __future__ import annotations
@@ -9,19 +12,81 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Callable
+from typing import NamedTuple, Optional, Union
 
 import torch
 from torch import nn
-from torchvision import models as tv_models
 
 log = logging.getLogger(__name__)
 
-_RESNETS: dict[str, tuple[Callable[..., tv_models.ResNet], tv_models.WeightsEnum]] = {
-    "resnet18": (tv_models.resnet18, tv_models.ResNet18_Weights.IMAGENET1K_V1),
-    "resnet34": (tv_models.resnet34, tv_models.ResNet34_Weights.IMAGENET1K_V1),
-    "resnet50": (tv_models.resnet50, tv_models.ResNet50_Weights.IMAGENET1K_V1),
-    "resnet101": (tv_models.resnet101, tv_models.ResNet101_Weights.IMAGENET1K_V1),
+
+class ImageNetWeights(NamedTuple):
+    """Where torchvision publishes a trunk's ImageNet weights (the file it caches them in)."""
+
+    url: str
+
+
+def _conv(inplanes: int, planes: int, kernel: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(inplanes, planes, kernel, stride, padding=kernel // 2, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions and a shortcut (ResNet-18/34)."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        self.conv1 = _conv(inplanes, planes, 3, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = _conv(planes, planes, 3)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        out += shortcut
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (with the stride, as torchvision's "v1.5"), 1x1 expand, and a shortcut."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        self.conv1 = _conv(inplanes, planes, 1)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = _conv(planes, planes, 3, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = _conv(planes, planes * self.expansion, 1)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += shortcut
+        return self.relu(out)
+
+
+Block = Union[type[BasicBlock], type[Bottleneck]]
+_URL = "https://download.pytorch.org/models/"
+
+_RESNETS: dict[str, tuple[tuple[Block, tuple[int, ...]], ImageNetWeights]] = {
+    "resnet18": ((BasicBlock, (2, 2, 2, 2)), ImageNetWeights(_URL + "resnet18-f37072fd.pth")),
+    "resnet34": ((BasicBlock, (3, 4, 6, 3)), ImageNetWeights(_URL + "resnet34-b627a593.pth")),
+    "resnet50": ((Bottleneck, (3, 4, 6, 3)), ImageNetWeights(_URL + "resnet50-0676ba61.pth")),
+    "resnet101": ((Bottleneck, (3, 4, 23, 3)),
+                  ImageNetWeights(_URL + "resnet101-63fe2227.pth")),
 }
 
 
@@ -90,7 +155,7 @@ def _why(exc: Exception) -> str:
     return str(cause)
 
 
-def _resolve(name: str) -> tuple[Callable[..., tv_models.ResNet], tv_models.WeightsEnum]:
+def _resolve(name: str) -> tuple[tuple[Block, tuple[int, ...]], ImageNetWeights]:
     try:
         return _RESNETS[name]
     except KeyError:
@@ -100,23 +165,32 @@ def _resolve(name: str) -> tuple[Callable[..., tv_models.ResNet], tv_models.Weig
 
 
 class ResNetTrunk(nn.Module):
-    """A torchvision ResNet without its pooling head, returning (C2, C3, C4, C5)."""
+    """A ResNet without its pooling head, returning (C2, C3, C4, C5)."""
 
     def __init__(self, name: str = "resnet50", in_channels: int = 3) -> None:
         super().__init__()
-        factory, _ = _resolve(name)
-        net = factory(weights=None)
+        (block, depths), _ = _resolve(name)
         self.name = name
         self.in_channels = in_channels
-        if in_channels != 3:
-            net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-            nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
-        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
-        self.layer1, self.layer2, self.layer3, self.layer4 = (
-            net.layer1, net.layer2, net.layer3, net.layer4,
-        )
-        expansion = 4 if name in ("resnet50", "resnet101") else 1
-        self.out_channels = tuple(c * expansion for c in (64, 128, 256, 512))
+        self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        inplanes = 64
+        for i, (planes, depth) in enumerate(zip((64, 128, 256, 512), depths)):
+            stride = 1 if i == 0 else 2
+            downsample = None
+            if stride != 1 or inplanes != planes * block.expansion:
+                downsample = nn.Sequential(_conv(inplanes, planes * block.expansion, 1, stride),
+                                           nn.BatchNorm2d(planes * block.expansion))
+            blocks = [block(inplanes, planes, stride, downsample)]
+            inplanes = planes * block.expansion
+            blocks += [block(inplanes, planes) for _ in range(1, depth)]
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        self.out_channels = tuple(c * block.expansion for c in (64, 128, 256, 512))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

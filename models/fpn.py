@@ -12,6 +12,7 @@ implementation so that its checkpoints map key for key.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -90,29 +91,64 @@ class FPNHead(nn.Module):
             self.smooth = nn.Conv2d(4 * half * fold, 4 * half, 3, padding=1)
         self.classify = nn.Conv2d(4 * half, n_classes, 3, padding=1)
         self.ps3_channels = 4 * half
+        #: Whether :meth:`forward` returns the levels the other branch shares (C2..C5,
+        #: ps0..ps2). Training and stage 3 need them; predicting at stage 2 does not.
+        self.keep_levels = True
         for conv in self.modules():
             if isinstance(conv, nn.Conv2d):
                 nn.init.normal_(conv.weight, std=0.01)
                 nn.init.zeros_(conv.bias)
 
-    def forward(self, c: Sequence[Tensor], shared: Optional[SharedFeatures] = None) -> Pyramid:
+    def forward(self, c: list[Tensor], shared: Optional[SharedFeatures] = None) -> Pyramid:
+        """The pyramid built on trunk features ``c`` (C2..C5), fed ``shared`` when built for it.
+
+        With ``keep_levels`` off, only ``ps3`` and the logits are returned, and
+        each stage's maps are dropped as soon as the next stage is computed (``c``
+        is emptied for that): about half the peak memory of a crop at inference.
+        """
         if (shared is not None) != self.shared:
-            raise ValueError("shared features must be given exactly when the head was built for them")
+            raise ValueError("shared features must be given exactly when the head was built "
+                             "for them")
         ext = shared if shared is not None else SharedFeatures(*([None] * 4,) * 4)
-        c2, c3, c4, c5 = c
-        p5 = self.toplayer(_join(c5, ext.c[3]))
-        p4 = _upsample_add(p5, self.latlayer1(_join(c4, ext.c[2])))
-        p3 = _upsample_add(p4, self.latlayer2(_join(c3, ext.c[1])))
-        p2 = _upsample_add(p3, self.latlayer3(_join(c2, ext.c[0])))
-        ps0 = [p5, p4, p3, p2]
-        ps1 = [conv(_join(p, e)) for conv, p, e in zip(self.smooth_1, ps0, ext.ps0)]
-        ps2 = [conv(_join(p, e)) for conv, p, e in zip(self.smooth_2, ps1, ext.ps1)]
-        levels = [_join(p, e) for p, e in zip(ps2, ext.ps2)]
-        size = levels[-1].shape[-2:]
-        ps3 = torch.cat([resize(level, size) for level in levels[:-1]] + [levels[-1]], dim=1)
+        levels = list(c)
+        if not self.keep_levels:
+            c.clear()
+        kept = []
+        for step, extra in ((self._top_down, ext.c), (partial(_smooth, self.smooth_1), ext.ps0),
+                            (partial(_smooth, self.smooth_2), ext.ps1)):
+            if self.keep_levels:
+                kept.append(levels)
+            levels = step(levels, extra)
+        if self.keep_levels:
+            kept.append(levels)
+        ps3 = self._concat(levels, ext.ps2)
+        del levels
         if self.shared:
             ps3 = self.smooth(ps3)
-        return Pyramid(list(c), ps0, ps1, ps2, ps3, self.classify(ps3))
+        logits = self.classify(ps3)
+        return Pyramid(*(kept or [[], [], [], []]), ps3, logits)
+
+    def _top_down(self, c: list[Tensor], extra: list[Optional[Tensor]]) -> list[Tensor]:
+        """P5..P2 (``ps0``): the top-down pass over C5..C2 with lateral connections."""
+        c2, c3, c4, c5 = c
+        p5 = self.toplayer(_join(c5, extra[3]))
+        p4 = _upsample_add(p5, self.latlayer1(_join(c4, extra[2])))
+        p3 = _upsample_add(p4, self.latlayer2(_join(c3, extra[1])))
+        p2 = _upsample_add(p3, self.latlayer3(_join(c2, extra[0])))
+        return [p5, p4, p3, p2]
+
+    @staticmethod
+    def _concat(ps2: list[Tensor], extra: list[Optional[Tensor]]) -> Tensor:
+        """Every level joined with its shared map, resized to P2's size, side by side."""
+        levels = [_join(p, e) for p, e in zip(ps2, extra)]
+        size = levels[-1].shape[-2:]
+        return torch.cat([resize(level, size) for level in levels[:-1]] + [levels[-1]], dim=1)
+
+
+def _smooth(convs: nn.ModuleList, levels: list[Tensor],
+            extra: list[Optional[Tensor]]) -> list[Tensor]:
+    """One smoothing stage: each level joined with its shared map, then its own conv."""
+    return [conv(_join(p, e)) for conv, p, e in zip(convs, levels, extra)]
 
 
 def _upsample_add(top: Tensor, lateral: Tensor) -> Tensor:

@@ -102,7 +102,9 @@ class LocalToGlobalCanvas:
     """
 
     def __init__(self, like: SharedFeatures) -> None:
-        self.sums = like.map(torch.zeros_like)
+        # float32 sums whatever precision the features come in: bf16 would round
+        # away a crop added onto several others.
+        self.sums = like.map(lambda t: torch.zeros_like(t, dtype=torch.float32))
 
     @torch.no_grad()
     def add(self, local: SharedFeatures, top_lefts: TopLefts, ratio: Ratio) -> None:
@@ -145,6 +147,9 @@ class GLNet(nn.Module):
         if l2g:
             self.add_l2g_branch()
         self._frozen: list[nn.Module] = []
+        #: Whether :meth:`aggregated` computes the feature-map regulariser. Prediction
+        #: does not need it, and under autocast it costs two fp32 copies of ps3 per crop.
+        self.fmreg = True
         #: The highest training stage these weights completed (0: untrained).
         self.stage = 0
 
@@ -218,11 +223,14 @@ class GLNet(nn.Module):
         return self.l2g_branch(image_global, merged)
 
     def aggregated(self, local_ps3: Tensor, global_ps3: Tensor, top_lefts: TopLefts,
-                   ratio: Ratio) -> tuple[Tensor, Tensor]:
-        """Aggregation logits of each crop and the feature-map regularisation term."""
+                   ratio: Ratio) -> tuple[Tensor, Optional[Tensor]]:
+        """Aggregation logits of each crop and the feature-map regularisation term.
+
+        The term is None when :attr:`fmreg` is off (a model prepared for inference).
+        """
         region = resize(crop_regions(global_ps3, top_lefts, ratio), local_ps3.shape[-2:])
         logits = self.aggregate(torch.cat([local_ps3, region], dim=1))
-        return logits, F.mse_loss(local_ps3, region)
+        return logits, F.mse_loss(local_ps3, region) if self.fmreg else None
 
     def merge_local(self, global_pyramid: Pyramid, patches: Tensor, top_lefts: TopLefts,
                     ratio: Ratio, batch_size: Optional[int] = None) -> SharedFeatures:
@@ -259,4 +267,3 @@ class GLNet(nn.Module):
         aggregated, fmreg = self.aggregated(local.ps3, final.ps3, top_lefts, ratio)
         return {"aggregated": aggregated, "local": local.logits, "global": final.logits,
                 "fmreg": fmreg}
-

@@ -194,9 +194,16 @@ def _print_plan(summary: PlanSummary) -> None:
             ("crops empty (estimate)", str(summary.crops_empty)),
             ("crop passes to run", str(summary.crops_to_run)),
             ("output tiles", str(len(plan.tiles))),
-            ("estimated peak memory", f"{summary.estimated_peak_mb:.0f} MB")]
-    if summary.estimated_gpu_mb is not None:
-        rows.append(("estimated peak GPU memory", f"{summary.estimated_gpu_mb:.0f} MB"))
+            ("precision", summary.precision),
+            ("crops per forward pass", str(summary.batch_size))]
+    memory = summary.memory
+    rows += [(f"  memory: {part}", f"{mb:.0f} MB") for part, mb in memory.host.items()]
+    if memory.reached_mb > sum(memory.host.values()):
+        rows.append(("  memory: loading the model (reached)", f"{memory.reached_mb:.0f} MB"))
+    rows.append(("estimated peak memory", f"{memory.host_mb:.0f} MB"))
+    if memory.gpu is not None:
+        rows += [(f"  GPU memory: {part}", f"{mb:.0f} MB") for part, mb in memory.gpu.items()]
+        rows.append(("estimated peak GPU memory", f"{memory.gpu_mb:.0f} MB"))
     for name, value in rows:
         table.add_row(name, value)
     Console().print(table)

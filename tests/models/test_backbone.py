@@ -54,3 +54,37 @@ def test_trunk_returns_c2_to_c5_at_strides_4_to_32():
             feats = trunk(torch.rand(1, 3, 64, 64))
         assert [f.shape[-1] for f in feats] == [16, 8, 4, 2]
         assert tuple(f.shape[1] for f in feats) == trunk.out_channels
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_trunk_computes_what_torchvision_resnet_computes(name):
+    from torchvision import models
+    reference = getattr(models, name)(weights=None).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for module in reference.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+    state = {k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}
+    trunk = ResNetTrunk(name, 3).eval()
+    assert trunk.state_dict().keys() == state.keys()
+    trunk.load_state_dict(state)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        ours = trunk(x)
+        stem = reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))
+        expected = []
+        for layer in (reference.layer1, reference.layer2, reference.layer3, reference.layer4):
+            stem = layer(stem)
+            expected.append(stem)
+    for a, b in zip(ours, expected):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_importing_the_network_does_not_import_torchvision():
+    import subprocess
+    import sys
+    code = "import sys, models.glnet; print('torchvision' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

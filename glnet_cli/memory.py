@@ -1,0 +1,138 @@
+"""Where a segment run's memory goes, estimated before it runs.
+
+``--dry-run`` prints the parts and ``--batch-size auto`` picks the largest
+batch of crops whose estimate fits the memory budget. The activation figures
+are the tensors alive at a crop's peak (the aggregation conv: ``ps3``, the
+global region, their concatenation and oneDNN's reordered copy of it),
+measured on ResNet-50 at size 508 and written here as multiples of the
+network's width, so they scale to any configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+#: Default budget for ``--batch-size auto``: host memory on the CPU, GPU memory on CUDA.
+MEMORY_BUDGET_MB = 1536
+#: The largest automatic batch: the paper's sub-batch; more buys no speed on a CPU.
+MAX_AUTO_BATCH = 6
+#: Numbers alive per cell of a crop's 1/4-resolution grid at its peak, in units of the
+#: FPN width (ps3 is 2 widths; with the global region, the concatenation and its
+#: reordered copy, 12; measured 14 with the allocator's slack).
+CROP_PEAK_WIDTHS = 14
+
+MB = 2 ** 20
+
+
+@dataclass(frozen=True)
+class NetworkShape:
+    """What the memory of a forward pass depends on."""
+
+    size_p: int
+    size_g: int
+    trunk_channels: Sequence[int]
+    width: int
+    n_classes: int
+    #: Bytes per activation (2 for bf16/fp16, 4 for fp32).
+    itemsize: int
+    #: 3 for the full GLNet (local levels kept for the L2G pass), else 2.
+    stage: int
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Peak memory of a run by part, in MB: host parts and, on CUDA, GPU parts."""
+
+    host: dict[str, float]
+    gpu: Optional[dict[str, float]] = None
+    #: The host peak this process has reached already (loading the model), in MB.
+    reached_mb: float = 0.0
+
+    @property
+    def host_mb(self) -> float:
+        return max(sum(self.host.values()), self.reached_mb)
+
+    @property
+    def gpu_mb(self) -> Optional[float]:
+        return None if self.gpu is None else sum(self.gpu.values())
+
+
+def pyramid_numbers(q: int, trunk: Sequence[int], width: int) -> float:
+    """Numbers in one branch's pyramid whose finest level (C2, P2) is ``q`` x ``q``."""
+    cells = sum(q * q / 4 ** i for i in range(4))  # strides 4, 8, 16, 32
+    trunk_numbers = sum(c * q * q / 4 ** i for i, c in enumerate(trunk))
+    return trunk_numbers + cells * (2 * width + width / 2) + 2 * width * q * q
+
+
+def crop_bytes(net: NetworkShape) -> float:
+    """Peak activations of one crop in a batch."""
+    q = net.size_p // 4
+    numbers = CROP_PEAK_WIDTHS * net.width * q * q
+    if net.stage == 3:  # the L2G pass keeps every level of the local pyramid
+        numbers += pyramid_numbers(q, net.trunk_channels, net.width)
+    return numbers * net.itemsize
+
+
+def global_bytes(net: NetworkShape) -> float:
+    """The global maps a block keeps while its crops run, and their transients."""
+    pyramid = pyramid_numbers(net.size_g // 4, net.trunk_channels, net.width)
+    total = 1.5 * pyramid * net.itemsize
+    if net.stage == 3:  # float32 L2G canvases and the stage-3 global pyramid
+        total += pyramid * (4 + net.itemsize)
+    return total
+
+
+def current_rss() -> int:
+    """This process's resident memory in bytes (its peak so far where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return peak_rss()
+
+
+def peak_rss() -> int:
+    """The most resident memory this process has held, in bytes."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+def estimate(net: NetworkShape, batch_size: int, weights: int, engine: float, cache: float,
+             on_gpu: bool) -> MemoryEstimate:
+    """The parts of a run's peak, from this process as it stands (model loaded and prepared).
+
+    ``engine`` is the crops and tiles the engine holds in flight, ``cache`` GDAL's
+    block cache, both in bytes.
+    """
+    network = {f"global maps ({net.size_g} px view)": global_bytes(net),
+               f"activations ({batch_size} crop{'s' * (batch_size > 1)} of {net.size_p} px)":
+                   batch_size * crop_bytes(net)}
+    libraries = current_rss() - (0 if on_gpu else weights)
+    host = {"torch, GDAL and Python": libraries}
+    if not on_gpu:
+        host["weights"] = weights
+    host.update({"GDAL block cache": cache, "crops and tiles in flight": engine})
+    gpu = None
+    if on_gpu:
+        gpu = {"weights": weights, **network}
+    else:
+        host.update(network)
+    return MemoryEstimate({k: v / MB for k, v in host.items()},
+                          None if gpu is None else {k: v / MB for k, v in gpu.items()},
+                          peak_rss() / MB)
+
+
+def auto_batch_size(fits: Callable[[int], bool]) -> int:
+    """The largest batch up to :data:`MAX_AUTO_BATCH` that ``fits`` the budget; at least 1."""
+    for size in range(MAX_AUTO_BATCH, 1, -1):
+        if fits(size):
+            return size
+    return 1
