@@ -22,16 +22,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import torch
-import torch.nn.functional as F
 
 from models.fpn import Pyramid, resize
 from models.glnet import GLNet, crop_regions
 
 if TYPE_CHECKING:
-    from glnet_cli.checkpoint import ModelFile
+    from glnet_cli.checkpoint import InputScaling, ModelFile
 
 #: The paper's geometry: crops and global view of 508 px, DeepGlobe's 2448 px context.
 SIZE_P, SIZE_G, CONTEXT = 508, 508, 2448
@@ -40,7 +39,7 @@ SIZE_P, SIZE_G, CONTEXT = 508, 508, 2448
 class StandInGLNet(GLNet):
     """GLNet's interface at almost no cost: no backbone or FPN runs.
 
-    A branch's ``ps3`` is the input averaged over 4 x 4 cells (the network's
+    A branch's ``ps3`` is the input sampled every 4 pixels (the network's
     output resolution); the logits are a fixed random 1x1 mix of a crop's ``ps3``
     and its region of the global ``ps3``, so the classes follow the image and
     the crop's position, and the engine's bookkeeping is what gets measured.
@@ -56,7 +55,7 @@ class StandInGLNet(GLNet):
 
     @staticmethod
     def _pyramid(image: torch.Tensor) -> Pyramid:
-        ps3 = F.avg_pool2d(image, 4)
+        ps3 = image[:, :, 1::4, 1::4]
         return Pyramid([], [], [], [], ps3, ps3)
 
     def global_pyramid(self, image_global: torch.Tensor) -> Pyramid:
@@ -81,8 +80,9 @@ class StandInGLNet(GLNet):
 
 
 def standin_model_file(n_classes: int = 7, size_p: int = SIZE_P, size_g: int = SIZE_G,
-                       context: int = CONTEXT, in_channels: int = 3) -> "ModelFile":
-    """A stage-3 model file in memory whose network is :class:`StandInGLNet`."""
+                       context: int = CONTEXT, in_channels: int = 3,
+                       scaling: Optional["InputScaling"] = None) -> "ModelFile":
+    """A stage-3 model file in memory whose network is :class:`StandInGLNet` (uint8 input)."""
     from glnet_cli.checkpoint import InputScaling, ModelFile, ModelInfo
     from glnet_cli.classes import DEEPGLOBE, generic_table
 
@@ -90,8 +90,8 @@ def standin_model_file(n_classes: int = 7, size_p: int = SIZE_P, size_g: int = S
     model.stage = 3
     classes = DEEPGLOBE if n_classes == len(DEEPGLOBE) else generic_table(n_classes)
     info = ModelInfo(config=model.config, classes=classes, size_g=size_g, size_p=size_p,
-                     context_size=context, scaling=InputScaling.fixed("uint8", in_channels),
-                     stage=3)
+                     context_size=context,
+                     scaling=scaling or InputScaling.fixed("uint8", in_channels), stage=3)
     return ModelFile(model.eval(), info)
 
 

@@ -167,16 +167,22 @@ def upsample_region_t(maps: torch.Tensor, size: tuple[int, int], rows: slice,
     """
     along_rows = _axis(size[0], maps.shape[1], maps.device)
     along_cols = _axis(size[1], maps.shape[2], maps.device)
-    host_cols = _axis(size[1], maps.shape[2], torch.device("cpu"))
-    first, last = int(host_cols.low[cols.start]), int(host_cols.high[cols.stop - 1])
-    narrow = maps[:, :, first:last + 1]
-    top = torch.index_select(narrow, 1, along_rows.low[rows]).float()
+    top_row, bottom_row = _sources(size[0], maps.shape[1], rows)
+    left, right = _sources(size[1], maps.shape[2], cols)
+    narrow = maps[:, top_row:bottom_row + 1, left:right + 1].float()  # the cells used, once
+    top = torch.index_select(narrow, 1, along_rows.low[rows] - top_row)
     top.mul_(along_rows.rest[rows, None])
-    top.add_(torch.index_select(narrow, 1, along_rows.high[rows]).float()
+    top.add_(torch.index_select(narrow, 1, along_rows.high[rows] - top_row)
              .mul_(along_rows.frac[rows, None]))
     top_t = top.transpose(1, 2).contiguous()
-    region = torch.index_select(top_t, 1, along_cols.low[cols] - first)
+    region = torch.index_select(top_t, 1, along_cols.low[cols] - left)
     region.mul_(along_cols.rest[cols, None])
-    region.add_(torch.index_select(top_t, 1, along_cols.high[cols] - first)
+    region.add_(torch.index_select(top_t, 1, along_cols.high[cols] - left)
                 .mul_(along_cols.frac[cols, None]))
     return region
+
+
+def _sources(size_out: int, size_in: int, part: slice) -> tuple[int, int]:
+    """The first and last input cells that outputs ``part`` read (from the host: no GPU sync)."""
+    axis = _axis(size_out, size_in, torch.device("cpu"))
+    return int(axis.low[part.start]), int(axis.high[part.stop - 1])

@@ -123,11 +123,14 @@ def _cores() -> int:
         os.cpu_count() or 1)
 
 
-#: Threads reading the scene, each with its own dataset handle (GDAL's are not shareable),
-#: and threads blending finished tiles. One each on a small machine, where more would
-#: compete for the cores (and, reading, decode the blocks that neighbouring windows share
-#: once per handle); more where cores are plenty and a GPU must not wait for them.
-READ_THREADS = BLEND_THREADS = max(1, min(4, _cores() // 4))
+#: Threads reading the scene, each with its own dataset handle (GDAL's are not shareable):
+#: one on a small machine, where a second would decode again the blocks that neighbouring
+#: windows share (a handle caches its own) on the same few cores; more where cores are
+#: plenty and a GPU must not wait for them.
+READ_THREADS = max(1, min(4, _cores() // 4))
+#: Threads blending finished tiles (on the CPU; on a GPU they only queue its work), beside
+#: the one that writes them: the costliest step when the network is fast, split in two.
+BLEND_THREADS = max(2, READ_THREADS)
 
 #: Data types torch lacks, widened (exactly) for the trip to the device.
 _WIDER = {"uint16": np.int32, "uint32": np.int64}
@@ -475,11 +478,11 @@ class Segmenter:
 
         In place, skipping what changes no value (subtracting 0, multiplying by 1).
         """
-        x = pixels.raw.to(self.device, non_blocking=True).to(torch.float32)
-        offset, scale = self._input_scaling
-        if offset is not None:
-            x.sub_(offset)
-        x.mul_(scale)
+        raw = pixels.raw.to(self.device, non_blocking=True)
+        if raw.dtype.is_floating_point:  # as numpy: float32 first, whatever the file holds
+            raw = raw.to(torch.float32)
+        offset, scale = self._input_scaling  # float32 tensors: integers convert on the way
+        x = raw * scale if offset is None else (raw - offset).mul_(scale)
         if not pixels.all_valid:
             x.mul_(pixels.valid.to(self.device, non_blocking=True)[:, None])
         return x

@@ -18,6 +18,7 @@ import torch
 
 import glnet_cli.segment as segment_module
 from benchmarks.engine_bench import standin_model_file
+from glnet_cli.checkpoint import InputScaling
 from glnet_cli.classes import IGNORE_INDEX
 from glnet_cli.commands.segment import _summary_line
 from glnet_cli.grid import blend_weights
@@ -28,8 +29,9 @@ from tests.helpers import rule_scene, write_raster
 SIZE_P, SIZE_G, CONTEXT, OVERLAP, CLASSES = 32, 64, 128, 8, 5
 
 
-def _segmenter(stage: int = 2, device: str = "cpu", batch_size: int = 4) -> Segmenter:
-    model_file = standin_model_file(CLASSES, SIZE_P, SIZE_G, CONTEXT)
+def _segmenter(stage: int = 2, device: str = "cpu", batch_size: int = 4,
+               scaling: InputScaling | None = None) -> Segmenter:
+    model_file = standin_model_file(CLASSES, SIZE_P, SIZE_G, CONTEXT, scaling=scaling)
     return Segmenter(model_file, torch.device(device),
                      SegmentOptions(stage=stage, batch_size=batch_size, overlap=OVERLAP))
 
@@ -148,6 +150,22 @@ def test_a_scene_smaller_than_a_crop(tmp_path):
     want_classes, want_probs = oracle(seg, path)
     assert classes.shape == (20, 25)
     assert np.array_equal(classes, want_classes) and np.array_equal(probs, want_probs)
+
+
+@pytest.mark.parametrize("dtype, scaling", [
+    ("uint16", InputScaling.fixed("uint16", 3)),
+    ("float64", InputScaling.from_stats("float64", [40.0, 50.0, 60.0], [250.0, 240.0, 230.0]))])
+def test_other_data_types_and_offsets_are_scaled_as_in_training(tmp_path, dtype, scaling):
+    image = rule_scene(70, 90, seed=2).astype(dtype) * (257 if dtype == "uint16" else 1.0)
+    if dtype == "float64":
+        image[:, :20, :30] = np.nan  # invalid: zeroed before the network, nodata after
+        image += 0.25
+    path = str(write_raster(tmp_path / f"{dtype}.tif", image))
+    seg = _segmenter(scaling=scaling)
+    _, classes, probs = _run(seg, path, tmp_path / "mask.tif", probabilities=True)
+    want_classes, want_probs = oracle(seg, path)
+    assert np.array_equal(classes, want_classes) and np.array_equal(probs, want_probs)
+    assert (classes == IGNORE_INDEX).any() == (dtype == "float64")
 
 
 def test_progress_counts_crop_passes_and_names_the_pass(scene, tmp_path):
