@@ -184,5 +184,11 @@ def upsample_region_t(maps: torch.Tensor, size: tuple[int, int], rows: slice,
 
 def _sources(size_out: int, size_in: int, part: slice) -> tuple[int, int]:
     """The first and last input cells that outputs ``part`` read (from the host: no GPU sync)."""
+    low, high = _host_axis(size_out, size_in)
+    return low[part.start], high[part.stop - 1]
+
+
+@functools.lru_cache(maxsize=64)
+def _host_axis(size_out: int, size_in: int) -> tuple[list[int], list[int]]:
     axis = _axis(size_out, size_in, torch.device("cpu"))
-    return int(axis.low[part.start]), int(axis.high[part.stop - 1])
+    return axis.low.tolist(), axis.high.tolist()
