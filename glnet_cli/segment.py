@@ -3,11 +3,12 @@
 For each context block the global branch runs once on a decimated read of the
 block (stage 3 first merges the local features of the block's own crop grid
 into the local-to-global branch). The crops that take their context from the
-block are then read window by window in a background thread, run in batches
-on the device, and their class probabilities cached at the network's 1/4
-resolution until every crop touching an output tile is done; the tile is then
-blended and handed to a writer thread. Memory holds the blocks and tiles in
-flight, never a scene-sized array.
+block are then read window by window by reader threads (raw pixels, scaled on
+the device), run in batches on the device, and their class probabilities
+cached there at the network's 1/4 resolution until every crop touching an
+output tile is done; the tile is then blended and reduced to uint8 classes on
+the device by blending threads, and written by a writer thread. Memory holds
+the blocks and tiles in flight, never a scene-sized array.
 """
 
 from __future__ import annotations
