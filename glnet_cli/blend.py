@@ -56,14 +56,14 @@ class TileBlender:
         self.size_p = size_p
         self.n_classes = n_classes
         self.probabilities = probabilities
-        self._weights = torch.from_numpy(blend_weights(size_p, margin))
-        self._transposed: dict[torch.device, torch.Tensor] = {}
+        # As (columns, rows), like the sums; copied to each device once.
+        self._weights_t = {torch.device("cpu"): torch.from_numpy(
+            np.ascontiguousarray(blend_weights(size_p, margin).T))}
 
-    def _weights_t(self, device: torch.device) -> torch.Tensor:
-        """The weights as (columns, rows), contiguous, on ``device``."""
-        if device not in self._transposed:  # a benign race: both threads store the same values
-            self._transposed[device] = self._weights.t().contiguous().to(device)
-        return self._transposed[device]
+    def _weights_on(self, device: torch.device) -> torch.Tensor:
+        if device not in self._weights_t:  # a benign race: both threads store the same values
+            self._weights_t[device] = self._weights_t[torch.device("cpu")].to(device)
+        return self._weights_t[device]
 
     def finish(self, tile: Box, crops: Sequence[CropResult]) -> FinishedTile:
         parts = []
@@ -72,12 +72,12 @@ class TileBlender:
             part = tile.intersection(crop.box)
             if part is None:
                 continue
-            parts.append(_Part(crop, slice(part.row - crop.box.row, part.bottom - crop.box.row),
-                               slice(part.col - crop.box.col, part.right - crop.box.col),
-                               slice(part.row - tile.row, part.bottom - tile.row),
-                               slice(part.col - tile.col, part.right - tile.col)))
-            valid[parts[-1].tile_rows, parts[-1].tile_cols] |= crop.valid[parts[-1].rows,
-                                                                          parts[-1].cols]
+            p = _Part(crop, slice(part.row - crop.box.row, part.bottom - crop.box.row),
+                      slice(part.col - crop.box.col, part.right - crop.box.col),
+                      slice(part.row - tile.row, part.bottom - tile.row),
+                      slice(part.col - tile.col, part.right - tile.col))
+            parts.append(p)
+            valid[p.tile_rows, p.tile_cols] |= crop.valid[p.rows, p.cols]
         device = crops[0].probs.device if crops else torch.device("cpu")
         total, weight_sum = self._sum(tile, parts, device)
         classes = _to_host(first_argmax(total).t())
@@ -100,7 +100,7 @@ class TileBlender:
         total = torch.zeros((self.n_classes, tile.width, tile.height), device=device)
         weight_sum = (torch.zeros((tile.width, tile.height), device=device)
                       if self.probabilities else None)
-        weights = self._weights_t(device)
+        weights = self._weights_on(device)
         for p in parts:
             box = p.crop.box
             region = upsample_region_t(p.crop.probs, (box.height, box.width), p.rows, p.cols)
