@@ -5,8 +5,9 @@ the engine alone: reading (in parallel threads too), scaling on the device,
 batching, the crop cache, tile blending and argmax, nodata, writing. The
 oracle segments the whole scene naively in numpy: every crop's probabilities
 upsampled in full, weighted, summed in crop order, argmax; it shares no code
-with the engine beyond the network, the reader of raw pixels and the blend
-weights, and must agree with it byte for byte.
+with the engine beyond the network, the input scaling (numpy's, where the
+engine scales on the device), the reader of raw pixels and the blend weights,
+and must agree with it byte for byte.
 """
 
 from __future__ import annotations
