@@ -19,12 +19,21 @@ import torch
 
 #: Default budget for ``--batch-size auto``: host memory on the CPU, GPU memory on CUDA.
 MEMORY_BUDGET_MB = 1536
-#: The largest automatic batch: the paper's sub-batch; more buys no speed on a CPU.
+#: The largest automatic batch on a GPU: the paper's sub-batch.
 MAX_AUTO_BATCH = 6
+#: ... and on a CPU, where batches buy no speed (ResNet-50, bf16, 2 cores: 0.86, 0.91
+#: and 0.92 s a crop in batches of 1, 2 and 3), only memory.
+MAX_AUTO_BATCH_CPU = 2
 #: Numbers alive per cell of a crop's 1/4-resolution grid at its peak, in units of the
 #: FPN width (ps3 is 2 widths; with the global region, the concatenation and its
-#: reordered copy, 12; measured 14 with the allocator's slack).
-CROP_PEAK_WIDTHS = 14
+#: reordered copy, 12; a whole run measures 17 with the allocator's slack).
+CROP_PEAK_WIDTHS = 17
+#: The global maps of a block and the transients of computing them, in pyramids.
+GLOBAL_PYRAMIDS = 2.0
+#: What a whole CPU run holds beyond the parts above, in MB: the reader, blender and
+#: writer threads' malloc arenas and the allocator's slack (measured on ResNet-50 runs
+#: at batch sizes 2 to 4: 99 to 126 MB).
+RUN_SLACK_MB = 110
 
 MB = 2 ** 20
 
@@ -81,7 +90,7 @@ def crop_bytes(net: NetworkShape) -> float:
 def global_bytes(net: NetworkShape) -> float:
     """The global maps a block keeps while its crops run, and their transients."""
     pyramid = pyramid_numbers(net.size_g // 4, net.trunk_channels, net.width)
-    total = 1.5 * pyramid * net.itemsize
+    total = GLOBAL_PYRAMIDS * pyramid * net.itemsize
     if net.stage == 3:  # float32 L2G canvases and the stage-3 global pyramid
         total += pyramid * (4 + net.itemsize)
     return total
@@ -119,7 +128,8 @@ def estimate(net: NetworkShape, batch_size: int, weights: int, engine: float, ca
     host = {"torch, GDAL and Python": libraries}
     if not on_gpu:
         host["weights"] = weights
-    host.update({"GDAL block cache": cache, "crops and tiles in flight": engine})
+    host.update({"GDAL block cache": cache, "crops and tiles in flight": engine,
+                 "threads and allocator slack": RUN_SLACK_MB * MB})
     gpu = None
     if on_gpu:
         gpu = {"weights": weights, **network}
@@ -130,9 +140,9 @@ def estimate(net: NetworkShape, batch_size: int, weights: int, engine: float, ca
                           peak_rss() / MB)
 
 
-def auto_batch_size(fits: Callable[[int], bool]) -> int:
-    """The largest batch up to :data:`MAX_AUTO_BATCH` that ``fits`` the budget; at least 1."""
-    for size in range(MAX_AUTO_BATCH, 1, -1):
+def auto_batch_size(fits: Callable[[int], bool], on_gpu: bool) -> int:
+    """The largest batch up to the device's maximum that ``fits`` the budget; at least 1."""
+    for size in range(MAX_AUTO_BATCH if on_gpu else MAX_AUTO_BATCH_CPU, 1, -1):
         if fits(size):
             return size
     return 1

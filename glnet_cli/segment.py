@@ -32,7 +32,7 @@ import torch
 from glnet_cli.blend import CropResult, TileBlender
 from glnet_cli.checkpoint import ModelFile
 from glnet_cli.classes import IGNORE_INDEX
-from glnet_cli.device import DTYPES, autocast, resolve_precision
+from glnet_cli.device import DTYPES, resolve_precision
 from glnet_cli.errors import GlnetWarning, InputError
 from glnet_cli.grid import Block, Box, ScenePlan, plan_scene
 from glnet_cli.memory import (MB, MEMORY_BUDGET_MB, MemoryEstimate, NetworkShape,
@@ -264,7 +264,7 @@ class Segmenter:
                         self.device.type == "cuda")
 
     def _auto_batch_size(self) -> int:
-        """The largest batch whose estimated peak fits :data:`MEMORY_BUDGET_MB`.
+        """The largest batch (up to 6 on a GPU, 2 on a CPU) whose estimate fits the budget.
 
         Judged for a scene one context block wide: wider scenes hold a few more
         crops in flight, which the budget's margin absorbs.
@@ -273,7 +273,7 @@ class Segmenter:
             memory = self._estimate_memory(self.info.context_size, size)
             peak = memory.gpu_mb if memory.gpu is not None else memory.host_mb
             return peak <= MEMORY_BUDGET_MB
-        return auto_batch_size(fits)
+        return auto_batch_size(fits, self.device.type == "cuda")
 
     # -- running -------------------------------------------------------------
 
@@ -404,7 +404,8 @@ class Segmenter:
                     cache.pop(member, None)
 
     def _forward(self, fn: Callable[[], Any]) -> Any:
-        with torch.inference_mode(), autocast(self.device, self.precision, training=False):
+        """Run ``fn`` without autograd; each branch computes in its weights' precision."""
+        with torch.inference_mode():
             return fn()
 
     def _predict(self, patches: torch.Tensor, context: Pyramid, final: Pyramid,

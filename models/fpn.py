@@ -61,12 +61,19 @@ class Pyramid(SharedFeatures):
     def shared(self) -> SharedFeatures:
         return SharedFeatures(self.c, self.ps0, self.ps1, self.ps2)
 
+    def to(self, dtype: torch.dtype) -> "Pyramid":
+        """Every map in ``dtype`` (the same object when they already are)."""
+        if self.ps3.dtype == dtype:
+            return self
+        cast = self.map(lambda t: t.to(dtype))
+        return Pyramid(*cast.groups(), self.ps3.to(dtype), self.logits.to(dtype))
+
 
 def _join(x: Tensor, extra: Optional[Tensor]) -> Tensor:
-    """Concatenate ``extra`` (resized to ``x``) after ``x`` along channels."""
+    """Concatenate ``extra`` (resized to ``x``, in ``x``'s precision) after ``x`` along channels."""
     if extra is None:
         return x
-    return torch.cat([x, resize(extra, x.shape[-2:])], dim=1)
+    return torch.cat([x, resize(extra, x.shape[-2:]).to(x.dtype)], dim=1)
 
 
 class FPNHead(nn.Module):

@@ -50,8 +50,13 @@ class Branch(nn.Module):
         self.backbone = build_backbone(config.backbone, config.in_channels, pretrained)
         self.head = FPNHead(self.backbone.out_channels, config.n_classes, config.width, shared)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision this branch computes in: that of its weights."""
+        return self.backbone.conv1.weight.dtype
+
     def forward(self, x: Tensor, shared: Optional[SharedFeatures] = None) -> Pyramid:
-        return self.head(self.backbone(x), shared)
+        return self.head(self.backbone(x.to(self.dtype)), shared)
 
 
 def _region(size: int, start: float, extent: float) -> tuple[int, int]:
@@ -208,8 +213,11 @@ class GLNet(nn.Module):
     # -- building blocks -------------------------------------------------
 
     def global_pyramid(self, image_global: Tensor) -> Pyramid:
-        """Stage-1 global branch on the downsampled image."""
-        return self.global_branch(image_global)
+        """Stage-1 global branch on the downsampled image, kept in the local branch's precision.
+
+        (The two differ only in a model prepared for inference in bf16 or fp16.)
+        """
+        return self.global_branch(image_global).to(self.local_branch.dtype)
 
     def local_pyramid(self, patches: Tensor, global_pyramid: Pyramid,
                       top_lefts: TopLefts, ratio: Ratio) -> Pyramid:
@@ -229,7 +237,7 @@ class GLNet(nn.Module):
         The term is None when :attr:`fmreg` is off (a model prepared for inference).
         """
         region = resize(crop_regions(global_ps3, top_lefts, ratio), local_ps3.shape[-2:])
-        logits = self.aggregate(torch.cat([local_ps3, region], dim=1))
+        logits = self.aggregate(torch.cat([local_ps3, region.to(local_ps3.dtype)], dim=1))
         return logits, F.mse_loss(local_ps3, region) if self.fmreg else None
 
     def merge_local(self, global_pyramid: Pyramid, patches: Tensor, top_lefts: TopLefts,

@@ -122,7 +122,8 @@ def test_dry_run_says_which_precision_and_batch_would_run_and_where_memory_goes(
     parts = {k.split(": ", 1)[1]: float(v.split()[0]) for k, v in rows.items()
              if k.startswith("memory:") and "(reached)" not in k}
     assert list(parts) == ["torch, GDAL and Python", "weights", "GDAL block cache",
-                           "crops and tiles in flight", "global maps (64 px view)",
+                           "crops and tiles in flight", "threads and allocator slack",
+                           "global maps (64 px view)",
                            "activations (3 crops of 64 px)"]
     assert parts["torch, GDAL and Python"] > 100 and parts["weights"] > 10
     assert float(rows["estimated peak memory"].split()[0]) >= sum(parts.values()) - 6  # rounding
