@@ -14,6 +14,7 @@ import click
 
 from glnet_cli import __version__, gdal_messages
 from glnet_cli.errors import INTERNAL_ERROR, GlnetError
+from glnet_cli.openmp import share_cores
 from glnet_cli.commands import COMMANDS
 from glnet_cli.options import KeyValueType
 from glnet_cli.signals import Terminated, install_sigterm
@@ -150,6 +151,7 @@ def main(ctx: click.Context, gdal_options: tuple[tuple[str, str], ...], verbose:
       glnet --config AWS_NO_SIGN_REQUEST=YES segment s3://bucket/scene.tif -o mask.tif
     """
     ctx.meta["glnet.debug"] = debug
+    share_cores()  # before a command imports torch
     ctx.with_resource(gdal_config(gdal_options))
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
