@@ -80,6 +80,8 @@ class SegmentResult:
     pixels: int = 0
     crops_run: int = 0
     crops_skipped: int = 0
+    #: The precision the network computed in (``auto`` resolved).
+    precision: str = "fp32"
     #: Stage 3's local-to-global passes over crops (besides ``crops_run``).
     l2g_passes: int = 0
     histogram: dict[str, int] = field(default_factory=dict)
@@ -288,7 +290,8 @@ class Segmenter:
         if probabilities:
             check_output(probabilities, overwrite)
         plan = self.plan(scene)
-        result = SegmentResult(input=path, output=output, pixels=scene.pixels)
+        result = SegmentResult(input=path, output=output, pixels=scene.pixels,
+                               precision=self.precision)
         started = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)

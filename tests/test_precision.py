@@ -127,3 +127,16 @@ def test_dry_run_says_which_precision_and_batch_would_run_and_where_memory_goes(
                            "activations (3 crops of 64 px)"]
     assert parts["torch, GDAL and Python"] > 100 and parts["weights"] > 10
     assert float(rows["estimated peak memory"].split()[0]) >= sum(parts.values()) - 6  # rounding
+
+
+@pytest.mark.parametrize("native, asked, ran", [(True, "auto", "bf16"), (False, "auto", "fp32"),
+                                                (False, "bf16", "bf16")])
+def test_summary_line_says_which_precision_ran(models, tmp_path, monkeypatch, native, asked,
+                                               ran):
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: native)
+    scene = write_raster(tmp_path / "scene.tif", rule_scene(64, 64))
+    result = CliRunner().invoke(main, ["segment", str(scene), "-o", str(tmp_path / "m.tif"),
+                                       "-m", str(models["rule"]), "--device", "cpu",
+                                       "--precision", asked, "-q"])
+    assert result.exit_code == 0, result.output
+    assert f" Mpx/s, {ran}), 1 crops run" in result.output

@@ -175,8 +175,8 @@ def _summary_line(result: SegmentResult) -> str:
     # The progress bar counts crop passes: stage 3 adds one L2G pass per crop of each block.
     l2g = f" (+{result.l2g_passes} L2G passes)" if result.l2g_passes else ""
     return (f"{result.output}: {result.pixels / 1e6:.2f} Mpx in {result.seconds:.1f} s "
-            f"({result.mpx_per_s:.2f} Mpx/s), {result.crops_run} crops run{l2g}, "
-            f"{result.crops_skipped} empty skipped, peak memory {result.peak_host_mb:.0f} MB"
+            f"({result.mpx_per_s:.2f} Mpx/s, {result.precision}), {result.crops_run} crops run"
+            f"{l2g}, {result.crops_skipped} empty skipped, peak memory {result.peak_host_mb:.0f} MB"
             f"{gpu}; {classes}")
 
 
