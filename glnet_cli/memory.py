@@ -19,11 +19,13 @@ import torch
 
 #: Default budget for ``--batch-size auto``: host memory on the CPU, GPU memory on CUDA.
 MEMORY_BUDGET_MB = 1536
-#: The largest automatic batch on a GPU: the paper's sub-batch.
+#: The largest automatic batch: the paper's sub-batch.
 MAX_AUTO_BATCH = 6
-#: ... and on a CPU, where batches buy no speed (ResNet-50, bf16, 2 cores: 0.86, 0.91
-#: and 0.92 s a crop in batches of 1, 2 and 3), only memory.
-MAX_AUTO_BATCH_CPU = 2
+#: On a CPU a batch only spreads per-call overheads: once its activations pass this many
+#: MB, a larger one buys no speed, only memory (ResNet-50, bf16, crops of 508 px and
+#: 134 MB: 0.86, 0.91 and 0.92 s a crop in batches of 1, 2 and 3; a 2448 px scene in
+#: 35.3 s and 1137 MB in batches of 1, 36.8 s and 1262 MB in batches of 2).
+CPU_BATCH_MB = 160
 #: Numbers alive per cell of a crop's 1/4-resolution grid at its peak, in units of the
 #: FPN width (ps3 is 2 widths; with the global region, the concatenation and its
 #: reordered copy, 12; a whole run measures 17 with the allocator's slack).
@@ -46,8 +48,7 @@ class NetworkShape:
     size_g: int
     trunk_channels: Sequence[int]
     width: int
-    n_classes: int
-    #: Bytes per activation (2 for bf16/fp16, 4 for fp32).
+    #: Bytes per activation of the local branch (2 for bf16/fp16, 4 for fp32).
     itemsize: int
     #: 3 for the full GLNet (local levels kept for the L2G pass), else 2.
     stage: int
@@ -91,8 +92,8 @@ def global_bytes(net: NetworkShape) -> float:
     """The global maps a block keeps while its crops run, and their transients."""
     pyramid = pyramid_numbers(net.size_g // 4, net.trunk_channels, net.width)
     total = GLOBAL_PYRAMIDS * pyramid * net.itemsize
-    if net.stage == 3:  # float32 L2G canvases and the stage-3 global pyramid
-        total += pyramid * (4 + net.itemsize)
+    if net.stage == 3:  # the L2G canvases and the stage-3 global pyramid, both float32
+        total += 2 * pyramid * 4
     return total
 
 
@@ -111,6 +112,7 @@ def peak_rss() -> int:
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of a model's parameters and buffers, in the precision each is stored in."""
     return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 
@@ -140,9 +142,16 @@ def estimate(net: NetworkShape, batch_size: int, weights: int, engine: float, ca
                           peak_rss() / MB)
 
 
-def auto_batch_size(fits: Callable[[int], bool], on_gpu: bool) -> int:
-    """The largest batch up to the device's maximum that ``fits`` the budget; at least 1."""
-    for size in range(MAX_AUTO_BATCH if on_gpu else MAX_AUTO_BATCH_CPU, 1, -1):
+def largest_auto_batch(net: NetworkShape, on_gpu: bool) -> int:
+    """The largest batch worth its memory: the paper's 6 on a GPU, fewer big crops on a CPU."""
+    if on_gpu:
+        return MAX_AUTO_BATCH
+    return max(1, min(MAX_AUTO_BATCH, int(CPU_BATCH_MB * MB // crop_bytes(net))))
+
+
+def auto_batch_size(fits: Callable[[int], bool], largest: int) -> int:
+    """The largest batch up to ``largest`` that ``fits`` the budget; at least 1."""
+    for size in range(largest, 1, -1):
         if fits(size):
             return size
     return 1

@@ -93,7 +93,8 @@ class BatchSizeType(click.ParamType):
 batch_size_opt = click.option(
     "--batch-size", type=BatchSizeType(), default="auto", show_default=True,
     help="Local crops per forward pass; auto: as many as fit 1.5 GB (host memory on the "
-         "CPU, GPU memory on CUDA), up to 2 on a CPU (more buy no speed there), 6 on a GPU.")
+         "CPU, GPU memory on CUDA), up to 6 (on a CPU, only as many as still buy speed: "
+         "one crop of the paper's network).")
 nodata_opt = click.option(
     "--nodata", type=float, default=None, metavar="VALUE",
     help="The input's nodata value (a number or nan) when its file declares none; "

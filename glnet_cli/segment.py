@@ -36,7 +36,7 @@ from glnet_cli.device import DTYPES, resolve_precision
 from glnet_cli.errors import GlnetWarning, InputError
 from glnet_cli.grid import Block, Box, ScenePlan, plan_scene
 from glnet_cli.memory import (MB, MEMORY_BUDGET_MB, MemoryEstimate, NetworkShape,
-                              auto_batch_size, estimate, weight_bytes)
+                              auto_batch_size, estimate, largest_auto_batch, weight_bytes)
 from glnet_cli.paths import atomic_output, check_distinct, check_output
 from glnet_cli.raster import (BLOCK_CACHE_MB, SceneInfo, SceneReader, bounded_block_cache,
                               inspect_scene)
@@ -253,20 +253,22 @@ class Segmenter:
         """
         cfg = self.info.config
         q = self.info.size_p // 4
-        net = NetworkShape(self.info.size_p, self.info.size_g,
-                           self.model.global_branch.backbone.out_channels, cfg.width,
-                           cfg.n_classes, DTYPES[self.precision].itemsize, self.stage)
         cached_crop = cfg.n_classes * q * q * 2 + self.info.size_p ** 2
         step = max(1, self.info.size_p - self.options.overlap)
         crops_in_flight = math.ceil(scene_width / step) * (
             math.ceil(self.info.context_size / step) // 2 + 2)
         tiles = 2 * 512 * 512 * (cfg.n_classes * 4 + 8)  # the tile being blended, its output
-        return estimate(net, batch_size or self.options.batch_size, weight_bytes(self.model),
-                        crops_in_flight * cached_crop + tiles, BLOCK_CACHE_MB * MB,
-                        self.device.type == "cuda")
+        return estimate(self._network_shape(), batch_size or self.options.batch_size,
+                        weight_bytes(self.model), crops_in_flight * cached_crop + tiles,
+                        BLOCK_CACHE_MB * MB, self.device.type == "cuda")
+
+    def _network_shape(self) -> NetworkShape:
+        return NetworkShape(self.info.size_p, self.info.size_g,
+                            self.model.global_branch.backbone.out_channels,
+                            self.info.config.width, DTYPES[self.precision].itemsize, self.stage)
 
     def _auto_batch_size(self) -> int:
-        """The largest batch (up to 6 on a GPU, 2 on a CPU) whose estimate fits the budget.
+        """The largest batch worth its memory (:func:`largest_auto_batch`) that fits the budget.
 
         Judged for a scene one context block wide: wider scenes hold a few more
         crops in flight, which the budget's margin absorbs.
@@ -275,7 +277,8 @@ class Segmenter:
             memory = self._estimate_memory(self.info.context_size, size)
             peak = memory.gpu_mb if memory.gpu is not None else memory.host_mb
             return peak <= MEMORY_BUDGET_MB
-        return auto_batch_size(fits, self.device.type == "cuda")
+        largest = largest_auto_batch(self._network_shape(), self.device.type == "cuda")
+        return auto_batch_size(fits, largest)
 
     # -- running -------------------------------------------------------------
 
