@@ -18,9 +18,11 @@ if [[ -n ${GLNET_TORCHRUN:-} ]]; then
 fi
 
 # 1. Masks: the model is loaded once; failed scenes are reported, not fatal.
+#    --skip-existing keeps finished masks; --overwrite then only lets this run's
+#    report replace the last run's.
 status=0
 "${runner[@]}" segment "$scenes" -o "$out/masks" --model "$model" --skip-existing \
-  --report "$out/segment_report.json" --cog || status=$?
+  --report "$out/segment_report.json" --overwrite --cog || status=$?
 
 # 2. Polygons for every mask that has none yet.
 for mask in "$out"/masks/*_mask.tif; do

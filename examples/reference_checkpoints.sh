@@ -21,5 +21,5 @@ if [[ ! -e $model ]]; then
     --classes deepglobe -o "$model"
 fi
 glnet info "$scene" --model "$model"
-glnet segment "$scene" -o "$out" --model "$model" --precision fp16 --overwrite
+glnet segment "$scene" -o "$out" --model "$model" --overwrite  # bf16/fp16 where the device has it
 glnet vectorize "$out" -o "${out%.*}.gpkg" --layout layer-per-class --background 0 --overwrite
