@@ -166,6 +166,7 @@ def main() -> None:
                                  args.probabilities)))
         return
     workdir = args.workdir or tempfile.mkdtemp(prefix="glnet-engine-")
+    os.makedirs(workdir, exist_ok=True)
     header = (f"{'size':>7} {'stage':>5} {'device':>8} {'crops':>6} {'seconds':>8} "
               f"{'CPU s':>7} {'Mpx/s':>7} {'peak RSS MB':>11} {'GPU MB':>7}")
     print(header)
