@@ -109,6 +109,8 @@ class SceneReport:
     error: Optional[str] = None
     seconds: float = 0.0
     mpx_per_s: float = 0.0
+    #: The scene's own exit code: 0, or the failure's (2 bad input, 1 environment).
+    exit_code: int = 0
 
 
 def run_batch(scenes: Sequence[str], output_for: Callable[[str], str],
@@ -136,7 +138,7 @@ def run_batch(scenes: Sequence[str], output_for: Callable[[str], str],
             if fail_fast:
                 raise
             reports.append(SceneReport(scene, output, "failed", " ".join(str(exc).split()),
-                                       time.perf_counter() - started))
+                                       time.perf_counter() - started, exit_code=exc.exit_code))
             continue
         reports.append(SceneReport(scene, output, "ok", None, seconds, rate))
     return reports

@@ -151,13 +151,13 @@ def test_a_batch_scene_on_a_full_disk_fails_and_is_not_skipped_later(model, tmp_
     args = [archive, "-o", out, "-m", model, "--skip-existing", "--report", report]
     with file_size_limit(MASK_DOES_NOT_FIT):
         failed = segment(*args)
-    assert failed.exit_code == 2
+    assert failed.exit_code == 1
     mask = out / "a_mask.tif"
     assert f"glnet: error: {mask}: writing failed: {TOO_LARGE}; nothing was written\n" in \
         failed.stderr
     [entry] = json.loads(report.read_text())
-    assert (entry["status"], entry["error"]) == (
-        "failed", f"{mask}: writing failed: {TOO_LARGE}; nothing was written")
+    assert (entry["status"], entry["error"], entry["exit_code"]) == (
+        "failed", f"{mask}: writing failed: {TOO_LARGE}; nothing was written", 1)
     assert names(out) == []
     resumed = segment(*args, "--overwrite")  # --overwrite: the report of the failed run
     assert resumed.exit_code == 0, resumed.output

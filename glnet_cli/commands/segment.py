@@ -12,7 +12,7 @@ from rich.table import Table
 
 from glnet_cli.batch import (check_batch_outputs, expand_inputs, output_name, run_batch, shard,
                              write_report)
-from glnet_cli.errors import InputError, OutputError
+from glnet_cli.errors import ENVIRONMENT_ERROR, USER_ERROR, InputError, OutputError
 from glnet_cli.options import (bands_opt, batch_size_opt, creation_opt, device_opt, model_opt,
                                nodata_opt, overwrite_opt, precision_opt, quiet_opt)
 from glnet_cli.paths import check_distinct, check_output
@@ -123,9 +123,11 @@ def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str
         if report:
             write_report(report, reports, overwrite=overwrite)
         _print_batch(reports)
-        failed = sum(r.status == "failed" for r in reports)
-        if failed:
-            raise click.exceptions.Exit(2)
+        failures = {r.exit_code for r in reports if r.status == "failed"}
+        if failures:
+            # A failing environment (full disk) outranks bad input: retrying elsewhere may help.
+            raise click.exceptions.Exit(ENVIRONMENT_ERROR if ENVIRONMENT_ERROR in failures
+                                        else USER_ERROR)
 
 
 def _run_one(segmenter: Segmenter, scene: str, output: str, quiet: bool,
