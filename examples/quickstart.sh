@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole job on a small synthetic scene, on the CPU in a few minutes:
+# The whole job on a small synthetic scene, on the CPU in about a minute (2 cores):
 # make data with known labels -> train a tiny GLNet (3 stages) -> segment ->
 # vectorise -> evaluate, and print the mIoU next to the all-majority baseline.
 #
