@@ -171,7 +171,8 @@ def write_failure(path: str, exc: OSError) -> OutputError:
     return OutputWriteError(f"{path}: writing failed: {reason}; nothing was written")
 
 
-def _fsync(path: str) -> None:
+def fsync_file(path: str) -> None:
+    """Flush a finished file to the disk before it is published under its real name."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -237,7 +238,7 @@ def atomic_output(path: str | os.PathLike, suffix: str = "", *, overwrite: bool,
             yield tmp
             if verify is not None:
                 verify(tmp)
-            _fsync(tmp)
+            fsync_file(tmp)
         except OSError as exc:
             if isinstance(exc, GlnetError):
                 raise

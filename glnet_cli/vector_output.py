@@ -34,7 +34,7 @@ from shapely.geometry.polygon import orient
 
 from glnet_cli.errors import GlnetError, GlnetWarning, InputError, OutputWriteError, RasterError
 from glnet_cli.gdal_messages import GdalMessages, capture_gdal_messages
-from glnet_cli.paths import PartialFiles, _fsync, publish, write_failure
+from glnet_cli.paths import PartialFiles, fsync_file, publish, write_failure
 from glnet_cli.reproject import reproject_geometries
 from glnet_cli.vector_formats import SHAPEFILE_SIDECARS, SHAPEFILE_TEXT_BYTES, output_files
 
@@ -296,7 +296,7 @@ class VectorWriter(_PolygonSink):
         published: list[str] = []
         try:
             for tmp, target in pairs:
-                _fsync(tmp)
+                fsync_file(tmp)
                 publish(tmp, target, self.overwrite)
                 published.append(target)
         except BaseException:
