@@ -32,7 +32,7 @@ import time
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
-    from glnet_cli.segment import Segmenter
+    from glnet_cli.inference.engine import Segmenter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -79,9 +79,9 @@ def measure_segment(scene: str, model: str, precision: str, device: str, output:
     """``glnet segment`` (the library call) at one precision, then the bare forward."""
     import torch
 
-    from glnet_cli.checkpoint import load_model
     from glnet_cli.device import resolve_device
-    from glnet_cli.segment import SegmentOptions, Segmenter
+    from glnet_cli.inference.engine import SegmentOptions, Segmenter
+    from glnet_cli.io.checkpoint import load_model
 
     target = resolve_device(device)
     segmenter = Segmenter(load_model(model, target), target,

@@ -35,7 +35,7 @@ if ! "$python" -c "import rasterio" 2>/dev/null; then
     echo "gpu_check: rasterio is not importable and .whl/ holds no wheels for it (see the" \
          "header of $0)" >&2; exit 1; }
 fi
-if ! "$python" -c "import glnet_cli.segment" 2>/dev/null; then
+if ! "$python" -c "import glnet_cli.inference.engine" 2>/dev/null; then
   "$python" -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null ||
     export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi

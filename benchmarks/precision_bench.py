@@ -66,8 +66,8 @@ def benchmark_inputs(work: Path, size: int) -> tuple[Path, Path]:
     import rasterio
     from rasterio.transform import from_origin
 
-    from glnet_cli.checkpoint import InputScaling, ModelInfo, save_model
     from glnet_cli.classes import DEEPGLOBE
+    from glnet_cli.io.checkpoint import InputScaling, ModelInfo, save_model
     from models.glnet import GLNet
 
     model_path, scene = work / "resnet50.pt", work / f"scene{size}.tif"
@@ -106,9 +106,9 @@ def segment(model: Path, scene: Path, out: Path, precision: str, device: str) ->
     """(mask, seconds, Mpx/s, precision that ran) of one run in this process."""
     import rasterio
 
-    from glnet_cli.checkpoint import load_model
     from glnet_cli.device import resolve_device
-    from glnet_cli.segment import SegmentOptions, Segmenter
+    from glnet_cli.inference.engine import SegmentOptions, Segmenter
+    from glnet_cli.io.checkpoint import load_model
 
     target = resolve_device(device)
     segmenter = Segmenter(load_model(model, target), target,

@@ -75,7 +75,7 @@ def _rss_mib(field: str) -> float:
 
 def _child(mask: str, output: str, window_size: int) -> None:
     """Vectorise once and print seconds, polygons and peak RSS as JSON (run in a subprocess)."""
-    from glnet_cli.vectorize import vectorize
+    from glnet_cli.vector.vectorize import vectorize
 
     base = _rss_mib("VmRSS:")
     start = time.perf_counter()
@@ -109,7 +109,7 @@ def main() -> None:
             os.remove(mask)
             print(f"{size}: done", file=sys.stderr)
     print("| size | pixels | generate s | vectorize s | polygons | peak RSS MiB | "
-          f"RSS after imports MiB | peak - imports MiB |")
+          "RSS after imports MiB | peak - imports MiB |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size, made, r in rows:
         print(f"| {size} | {size * size / 1e6:,.0f} M | {made:.1f} | {r['seconds']:.1f} | "

@@ -57,7 +57,8 @@ class ClassTable:
     def from_list(cls, items: Sequence[dict], source: str = "class table") -> "ClassTable":
         try:
             return cls(ClassInfo(int(i["id"]), str(i["name"]),
-                                 tuple(int(v) for v in i.get("color", _default_color(int(i["id"])))))
+                                 tuple(int(v) for v in i.get("color",
+                                                             _default_color(int(i["id"])))))
                        for i in items)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{source}: each class needs an id and a name ({exc})") from None

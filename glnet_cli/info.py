@@ -21,10 +21,10 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from glnet_cli.errors import GlnetWarning, InputError, ModelFileError, RasterError
-from glnet_cli.raster import SceneInfo, inspect_scene
+from glnet_cli.io.raster import SceneInfo, inspect_scene
 
 if TYPE_CHECKING:
-    from glnet_cli.checkpoint import ModelInfo
+    from glnet_cli.io.checkpoint import ModelInfo
 
 # torch (checkpoint, segment) is imported only where a model is read, so that
 # `glnet info scene.tif` stays light.
@@ -54,7 +54,7 @@ def describe_file(path: str | os.PathLike) -> dict[str, Any]:
 
 def describe_model(path: str | os.PathLike) -> dict[str, Any]:
     """Metadata of a model file (:meth:`ModelInfo.to_dict` keys plus the file header)."""
-    from glnet_cli.checkpoint import read_metadata
+    from glnet_cli.io.checkpoint import read_metadata
 
     path = os.fspath(path)
     info, header = read_metadata(path)
@@ -95,8 +95,8 @@ def check_fit(path: str | os.PathLike, model_path: str | os.PathLike,
     """
     import torch
 
-    from glnet_cli.checkpoint import load_model
-    from glnet_cli.segment import Segmenter
+    from glnet_cli.inference.engine import Segmenter
+    from glnet_cli.io.checkpoint import load_model
 
     path, model_path = os.fspath(path), os.fspath(model_path)
     model_file = load_model(model_path)
@@ -201,13 +201,14 @@ def _dtype_check(info: ModelInfo, dtype: str, path: str) -> dict[str, str]:
 
 
 def _gsd_check(info: ModelInfo, scene: SceneInfo) -> dict[str, str]:
-    from glnet_cli.segment import GSD_RATIO_RANGE
+    from glnet_cli.inference.engine import GSD_RATIO_RANGE
 
     if info.gsd is None:
         return _check("pixel size", "unknown", "the model file records no pixel size")
     if scene.gsd is None:
-        return _check("pixel size", "unknown", "the scene has no projected CRS; the model "
-                                                f"was trained at {info.gsd:.3g} units/pixel")
+        return _check("pixel size", "unknown",
+                      f"the scene has no projected CRS; the model was trained at {info.gsd:.3g} "
+                      "units/pixel")
     ratio = scene.gsd / info.gsd
     detail = f"scene {scene.gsd:.3g}, model {info.gsd:.3g} units/pixel (x{ratio:.2f})"
     low, high = GSD_RATIO_RANGE

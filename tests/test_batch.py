@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from glnet_cli.batch import (SceneReport, check_batch_outputs, expand_inputs, shard,
-                             write_report)
 from glnet_cli.cli import main
 from glnet_cli.errors import InputError, OutputExistsError
+from glnet_cli.inference.batch import (SceneReport, check_batch_outputs, expand_inputs, shard,
+                                       write_report)
 from tests.helpers import make_tiny_model, rule_scene, write_raster
 
 

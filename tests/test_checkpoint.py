@@ -15,12 +15,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from glnet_cli.checkpoint import (FORMAT_VERSION, InputScaling, ModelInfo, load_model,
-                                  read_info, save_model)
 from glnet_cli.classes import DEEPGLOBE
 from glnet_cli.cli import main
 from glnet_cli.errors import InputError, ModelFileError, OutputExistsError
-from glnet_cli.model_schema import check_payload
+from glnet_cli.io.checkpoint import (FORMAT_VERSION, InputScaling, ModelInfo, load_model,
+                                     read_info, save_model)
+from glnet_cli.io.model_schema import check_payload
 from models.glnet import GLNet
 from tests.helpers import write_raster
 
@@ -137,8 +137,8 @@ NAN, INF = float("nan"), float("inf")
 @pytest.mark.parametrize("field, value, message", [
     ("format_version", 0, "format_version: 0 is not a valid version (a whole number from 1)"),
     ("format_version", -5, "format_version: -5 is not a valid version (a whole number from 1)"),
-    ("format_version", "1", "format_version: '1' is not a valid version (a whole "
-                             "number from 1)"),
+    ("format_version", "1",
+     "format_version: '1' is not a valid version (a whole number from 1)"),
     ("format_version", FORMAT_VERSION + 1, "format_version: 2: made by a newer glnet (this one "
                                            "reads up to version 1); upgrade glnet"),
     ("stage", 9, "stage: 9 is not in 1..3"),
@@ -250,8 +250,8 @@ def test_save_refuses_to_replace_and_full_disk_leaves_the_old_file(tmp_path):
         save_model(path, model.model, model.info)
     script = textwrap.dedent(f"""
         import resource, sys
-        from glnet_cli.checkpoint import load_model, save_model
         from glnet_cli.errors import OutputWriteError
+        from glnet_cli.io.checkpoint import load_model, save_model
         loaded = load_model({str(path)!r})
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
         try:

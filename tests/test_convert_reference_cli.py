@@ -9,8 +9,8 @@ import sys
 import torch
 from click.testing import CliRunner
 
-from glnet_cli.checkpoint import load_model
 from glnet_cli.cli import main
+from glnet_cli.io.checkpoint import load_model
 from models.convert import load_reference
 from tests.models.reference_layout import reference_state_dict
 

@@ -11,13 +11,14 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine
 
-from glnet_cli.checkpoint import InputScaling
 from glnet_cli.classes import DEEPGLOBE, IGNORE_INDEX, generic_table
-from glnet_cli.data import (Augment, PairProblem, ReadSpec, TileDataset, TileInfo, check_tiles,
-                            discover_tiles, epoch_batches, infer_classes, inspect_pairs,
-                            measure_scaling, settle_problems, split_by_name)
 from glnet_cli.errors import DataError, InputError
-from glnet_cli.grid import Box
+from glnet_cli.inference.grid import Box
+from glnet_cli.io.checkpoint import InputScaling
+from glnet_cli.training.data import (Augment, PairProblem, ReadSpec, TileDataset, TileInfo,
+                                     check_tiles, discover_tiles, epoch_batches, infer_classes,
+                                     inspect_pairs, measure_scaling, settle_problems,
+                                     split_by_name)
 from tests.helpers import DEFAULT_TRANSFORM, write_raster
 
 SIZES = [(64, 96), (80, 80), (96, 64)]
@@ -122,7 +123,7 @@ def test_many_bad_pairs_are_one_line_with_the_first_few(tmp_path, caplog):
     """16 tiles smaller than a crop: one error (count, three names, where the rest are)."""
     problems = [PairProblem(f"t{i:02d}.tif", "tile is 20x20 pixels, smaller than a local crop "
                                              "(32); use a smaller --size-p") for i in range(16)]
-    caplog.set_level("INFO", logger="glnet_cli.data")
+    caplog.set_level("INFO", logger="glnet_cli.training.data")
     with pytest.raises(DataError) as err:
         settle_problems(problems, False, "tiles", print)
     assert str(err.value) == (

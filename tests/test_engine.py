@@ -17,14 +17,14 @@ import pytest
 import rasterio
 import torch
 
-import glnet_cli.segment as segment_module
+import glnet_cli.inference.engine as engine_module
 from benchmarks.engine_bench import standin_model_file
-from glnet_cli.checkpoint import InputScaling
 from glnet_cli.classes import IGNORE_INDEX
 from glnet_cli.commands.segment import _summary_line
-from glnet_cli.grid import blend_weights
-from glnet_cli.raster import SceneReader
-from glnet_cli.segment import SegmentOptions, Segmenter
+from glnet_cli.inference.engine import SegmentOptions, Segmenter
+from glnet_cli.inference.grid import blend_weights
+from glnet_cli.io.checkpoint import InputScaling
+from glnet_cli.io.raster import SceneReader
 from tests.helpers import rule_scene, write_raster
 
 SIZE_P, SIZE_G, CONTEXT, OVERLAP, CLASSES = 32, 64, 128, 8, 5
@@ -126,8 +126,8 @@ def expected(scene) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("stage", [2, 3])
 def test_engine_output_is_the_oracle_byte_for_byte(scene, expected, tmp_path, monkeypatch,
                                                    threads, stage):
-    monkeypatch.setattr(segment_module, "READ_THREADS", threads)
-    monkeypatch.setattr(segment_module, "BLEND_THREADS", threads)
+    monkeypatch.setattr(engine_module, "READ_THREADS", threads)
+    monkeypatch.setattr(engine_module, "BLEND_THREADS", threads)
     seg = _segmenter(stage)
     assert len(seg.plan(seg.inspect(scene)).blocks) > 1
     result, classes, probs = _run(seg, scene, tmp_path / "mask.tif", probabilities=True)
@@ -206,12 +206,12 @@ def test_the_summary_line_counts_what_the_bar_counted(scene, tmp_path):
 def test_on_cuda_blending_stays_on_the_device_and_agrees_with_the_cpu(
         scene, expected, tmp_path, monkeypatch):
     seen_devices = set()
-    finish = segment_module.TileBlender.finish
+    finish = engine_module.TileBlender.finish
 
     def spy(self, tile, crops):
         seen_devices.update(c.probs.device.type for c in crops)
         return finish(self, tile, crops)
-    monkeypatch.setattr(segment_module.TileBlender, "finish", spy)
+    monkeypatch.setattr(engine_module.TileBlender, "finish", spy)
     result, classes, probs = _run(_segmenter(device="cuda"), scene, tmp_path / "mask.tif",
                                   probabilities=True)
     assert seen_devices == {"cuda"}

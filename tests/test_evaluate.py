@@ -1,4 +1,5 @@
-"""``glnet evaluate`` and :func:`glnet_cli.evaluate.evaluate` on tiny rasters and vectors."""
+"""``glnet evaluate`` and :func:`glnet_cli.evaluation.evaluate.evaluate` on tiny rasters
+and vectors."""
 
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ from shapely.geometry import box, mapping
 from glnet_cli.classes import DEEPGLOBE
 from glnet_cli.cli import main
 from glnet_cli.errors import GlnetWarning
-from glnet_cli.evaluate import evaluate
-from glnet_cli.metrics import ConfusionMatrix
-from glnet_cli.paths import PARTIAL_MARK
-from glnet_cli.vectorize import vectorize
+from glnet_cli.evaluation.evaluate import evaluate
+from glnet_cli.evaluation.metrics import ConfusionMatrix
+from glnet_cli.io.paths import PARTIAL_MARK
+from glnet_cli.vector.vectorize import vectorize
 from tests.helpers import DEFAULT_CRS, DEFAULT_TRANSFORM, write_raster
 
 # 255 in the prediction is its nodata; 255 in the truth is "no label".

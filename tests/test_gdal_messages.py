@@ -13,10 +13,10 @@ import pytest
 import rasterio
 from click.testing import CliRunner
 
-from glnet_cli import gdal_messages
+from glnet_cli.io import gdal_messages
 from glnet_cli.cli import main
 from glnet_cli.errors import OutputWriteError
-from glnet_cli.gdal_messages import GdalWarning, capture_gdal_messages
+from glnet_cli.io.gdal_messages import GdalWarning, capture_gdal_messages
 
 
 def _write_tif(path, **options) -> None:

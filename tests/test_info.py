@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-from glnet_cli.checkpoint import load_model, save_model
 from glnet_cli.cli import main
 from glnet_cli.info import check_fit, describe_file
+from glnet_cli.io.checkpoint import load_model, save_model
 from tests.helpers import DEFAULT_TRANSFORM, make_tiny_model, write_raster
 
 RGB = np.random.default_rng(0).integers(0, 255, (3, 100, 100), dtype=np.uint8)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from glnet_cli.memory import (MB, NetworkShape, auto_batch_size, crop_bytes, estimate,
-                              largest_auto_batch)
+from glnet_cli.inference.memory import (MB, NetworkShape, auto_batch_size, crop_bytes, estimate,
+                                        largest_auto_batch)
 
 RESNET50 = (256, 512, 1024, 2048)
 PAPER_BF16 = NetworkShape(508, 508, RESNET50, 256, 2, 2)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from glnet_cli.metrics import ConfusionMatrix
+from glnet_cli.evaluation.metrics import ConfusionMatrix
 
 NAN = float("nan")
 

@@ -11,8 +11,8 @@ import textwrap
 import pytest
 
 from glnet_cli.errors import InputError, OutputExistsError, OutputWriteError
-from glnet_cli.paths import (PARTIAL_MARK, atomic_output, check_distinct, publish,
-                             remove_stale_partials, write_text)
+from glnet_cli.io.paths import (PARTIAL_MARK, atomic_output, check_distinct, publish,
+                                remove_stale_partials, write_text)
 
 
 def _partials(folder) -> list[str]:
@@ -82,7 +82,7 @@ def test_file_size_limit_is_an_environment_error(tmp_path):
     script = textwrap.dedent(f"""
         import resource, sys
         from glnet_cli.errors import OutputWriteError
-        from glnet_cli.paths import write_text
+        from glnet_cli.io.paths import write_text
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
         try:
             write_text({str(target)!r}, "x" * 100000, overwrite=True)

@@ -1,4 +1,4 @@
-"""glnet_cli/raster.py: a declared nodata (``--nodata``) in the valid masks of every read."""
+"""glnet_cli/io/raster.py: a declared nodata (``--nodata``) in the valid masks of every read."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from glnet_cli.cli import main
 from glnet_cli.errors import RasterError
-from glnet_cli.grid import Box
-from glnet_cli.raster import SceneReader, inspect_scene
+from glnet_cli.inference.grid import Box
+from glnet_cli.io.raster import SceneReader, inspect_scene
 from tests.helpers import make_tiny_model, write_raster
 
 SIZE, BORDER = 96, 8

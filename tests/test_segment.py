@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from rasterio.transform import Affine
 
-from glnet_cli.checkpoint import load_model
 from glnet_cli.cli import main
 from glnet_cli.errors import InputError
-from glnet_cli.grid import plan_scene
-from glnet_cli.segment import SegmentOptions, Segmenter
+from glnet_cli.inference.engine import SegmentOptions, Segmenter
+from glnet_cli.inference.grid import plan_scene
+from glnet_cli.io.checkpoint import load_model
 from tests.helpers import make_rule_model, make_tiny_model, rule_scene, write_raster
 
 
@@ -258,7 +258,8 @@ def test_band_order_follows_bands_option(models, tmp_path):
     for scene, bands in ((normal, "1,2,3"), (swapped, "3,2,1")):
         assert run_cli("segment", scene, "-o", tmp_path / f"{scene.stem}.mask.tif", "-m",
                        models["rule"], "--bands", bands, "-q").exit_code == 0
-    with rasterio.open(tmp_path / "rgb.mask.tif") as a, rasterio.open(tmp_path / "bgr.mask.tif") as b:
+    with (rasterio.open(tmp_path / "rgb.mask.tif") as a,
+          rasterio.open(tmp_path / "bgr.mask.tif") as b):
         assert np.array_equal(a.read(1), b.read(1))
 
 

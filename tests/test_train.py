@@ -18,9 +18,9 @@ import torch
 import torch.multiprocessing as mp
 from click.testing import CliRunner
 
-from glnet_cli.checkpoint import load_model
 from glnet_cli.cli import main
-from glnet_cli.train import TrainConfig, train
+from glnet_cli.io.checkpoint import load_model
+from glnet_cli.training.train import TrainConfig, train
 from tests.helpers import write_raster
 from tests.test_data import make_tiles, tile_arrays
 

@@ -1,4 +1,5 @@
-"""Tests for glnet_cli/vectorize.py, glnet_cli/vector_output.py and ``glnet vectorize``."""
+"""Tests for glnet_cli/vector/vectorize.py, glnet_cli/io/vector_output.py and
+``glnet vectorize``."""
 
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ from rasterio.features import rasterize
 from rasterio.transform import Affine, from_bounds
 from shapely.geometry import shape
 
+from glnet_cli.io import vector_output
 from glnet_cli.cli import main
-from glnet_cli import vector_output
 from glnet_cli.errors import GlnetWarning, InputError, OutputExistsError, OutputWriteError
-from glnet_cli.paths import PARTIAL_MARK
-from glnet_cli.vectorize import vectorize
+from glnet_cli.io.paths import PARTIAL_MARK
+from glnet_cli.vector.vectorize import vectorize
 from tests.helpers import DEFAULT_TRANSFORM, write_raster
 
 PIXEL_AREA = abs(DEFAULT_TRANSFORM.determinant)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from glnet_cli.workers import BackgroundWorker, Prefetcher, ThreadPool
+from glnet_cli.inference.workers import BackgroundWorker, Prefetcher, ThreadPool
 
 
 class Handle:

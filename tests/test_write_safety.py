@@ -25,12 +25,12 @@ import rasterio.shutil
 import torch
 from click.testing import CliRunner
 
-from glnet_cli.checkpoint import load_model
 from glnet_cli.cli import main
 from glnet_cli.errors import OutputExistsError
-from glnet_cli.paths import PARTIAL_MARK
-from glnet_cli.segment import Segmenter
-from glnet_cli.writer import MaskWriter
+from glnet_cli.inference.engine import Segmenter
+from glnet_cli.io.checkpoint import load_model
+from glnet_cli.io.paths import PARTIAL_MARK
+from glnet_cli.io.writer import MaskWriter
 from tests.helpers import make_tiny_model, rule_scene, write_raster
 
 #: A 70 x 90 mask takes about 3 kB, its four-band probabilities about 7 kB.

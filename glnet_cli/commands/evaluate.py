@@ -14,7 +14,7 @@ from glnet_cli.options import IntListType, classes_opt, overwrite_opt, quiet_opt
 from glnet_cli.progress import ProgressReporter
 
 if TYPE_CHECKING:
-    from glnet_cli.evaluate import EvaluationResult
+    from glnet_cli.evaluation.evaluate import EvaluationResult
 
 #: ``--json`` alone (or ``--json -``): the JSON goes to stdout.
 STDOUT = "-"
@@ -61,8 +61,8 @@ def evaluate_command(prediction: str, truth: str, classes: Optional[str],
       glnet evaluate mask.tif landcover.gpkg --layer parcels --json scores.json
     """
     from glnet_cli.classes import load_class_table  # here, so that --help starts at once
-    from glnet_cli.evaluate import evaluate
-    from glnet_cli.paths import check_distinct, check_output, write_text
+    from glnet_cli.evaluation.evaluate import evaluate
+    from glnet_cli.io.paths import check_distinct, check_output, write_text
 
     report_file = json_out if json_out not in (None, STDOUT) else None
     if report_file:

@@ -10,16 +10,16 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from glnet_cli.batch import (check_batch_outputs, expand_inputs, output_name, run_batch, shard,
-                             write_report)
 from glnet_cli.errors import ENVIRONMENT_ERROR, USER_ERROR, InputError, OutputError
+from glnet_cli.inference.batch import (check_batch_outputs, expand_inputs, output_name,
+                                       run_batch, shard, write_report)
+from glnet_cli.io.paths import check_distinct, check_output
 from glnet_cli.options import (bands_opt, batch_size_opt, creation_opt, device_opt, model_opt,
                                nodata_opt, overwrite_opt, precision_opt, quiet_opt)
-from glnet_cli.paths import check_distinct, check_output
 from glnet_cli.progress import ProgressReporter
 
 if TYPE_CHECKING:
-    from glnet_cli.segment import PlanSummary, Segmenter, SegmentResult
+    from glnet_cli.inference.engine import PlanSummary, Segmenter, SegmentResult
 
 NO_MODEL = ("no model given: pass --model MODEL.pt or set GLNET_MODEL=/path/to/model.pt "
             "(train one with 'glnet train', or convert the released reference models with "
@@ -75,9 +75,9 @@ def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str
     """
     if not model_path:
         raise InputError(NO_MODEL)
-    from glnet_cli.checkpoint import load_model  # torch: here, so that --help starts at once
-    from glnet_cli.distributed import distributed
-    from glnet_cli.segment import SegmentOptions, Segmenter
+    from glnet_cli.inference.engine import SegmentOptions, Segmenter
+    from glnet_cli.io.checkpoint import load_model  # torch: here, so that --help starts at once
+    from glnet_cli.training.distributed import distributed
 
     batch = (len(inputs) > 1 or os.path.isdir(output) or output.endswith(("/", os.sep))
              or any(os.path.isdir(i) or glob.has_magic(i) or i.startswith("@") for i in inputs))
@@ -85,7 +85,7 @@ def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str
                              nodata)
     scenes = expand_inputs(inputs) if batch else list(inputs)
     if not dry_run:  # refused now, not after hours of work
-        from glnet_cli.writer import output_options  # rasterio: here, so --help starts at once
+        from glnet_cli.io.writer import output_options  # rasterio: here, so --help starts at once
 
         output_options(creation_options, cog)
         if batch:

@@ -12,11 +12,11 @@ from rich.table import Table
 from glnet_cli.options import (bands_opt, classes_opt, device_opt, overwrite_opt,
                                precision_opt, quiet_opt)
 from glnet_cli.progress import ProgressReporter, stderr_console
-from glnet_cli.train_settings import (BACKBONES, DEFAULT_OUTPUT, PAPER_EPOCHS, PAPER_LR,
-                                      SIZE_RANGE, WEIGHT_DECAY)
+from glnet_cli.training.settings import (BACKBONES, DEFAULT_OUTPUT, PAPER_EPOCHS, PAPER_LR,
+                                         SIZE_RANGE, WEIGHT_DECAY)
 
 if TYPE_CHECKING:
-    from glnet_cli.train import EpochRecord, TrainResult
+    from glnet_cli.training.train import EpochRecord, TrainResult
 
 
 class PerStageType(click.ParamType):
@@ -141,8 +141,8 @@ def train_command(tiles: Optional[str], output: Optional[str], quiet: bool,
       glnet train --resume -o deepglobe.pt
       torchrun --nproc_per_node 4 -m glnet_cli train --tiles tiles -o m.pt
     """
-    from glnet_cli.distributed import launched_as_main  # torch: here, so --help is instant
-    from glnet_cli.train import TrainConfig, train
+    from glnet_cli.training.distributed import launched_as_main  # torch: here, so --help is instant
+    from glnet_cli.training.train import TrainConfig, train
 
     if tiles is None and not options["resume"]:
         raise click.UsageError("give --tiles (only --resume reads it from the model file)")

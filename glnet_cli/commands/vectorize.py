@@ -9,12 +9,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from glnet_cli.io.vector_formats import DRIVER_NAMES, LAYOUTS
 from glnet_cli.options import IntListType, overwrite_opt, quiet_opt
 from glnet_cli.progress import ProgressReporter
-from glnet_cli.vector_formats import DRIVER_NAMES, LAYOUTS
 
 if TYPE_CHECKING:
-    from glnet_cli.vectorize import VectorizeSummary
+    from glnet_cli.vector.vectorize import VectorizeSummary
 
 #: ``-o -``: GeoJSON to stdout.
 STDOUT = "-"
@@ -71,7 +71,7 @@ def vectorize_command(mask: str, output: Optional[str], driver: Optional[str], l
       glnet vectorize mask.tif -o buildings.geojson   # WGS84, RFC 7946
       glnet vectorize mask.tif -o - --sequence | jq -c .properties
     """
-    from glnet_cli.vectorize import vectorize  # GDAL: here, so that --help starts at once
+    from glnet_cli.vector.vectorize import vectorize  # GDAL: here, so that --help starts at once
 
     to_stdout = output == STDOUT
     if (sequence or rs) and not to_stdout:

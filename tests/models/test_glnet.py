@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from models.convert import load_reference
 from models.fpn import Pyramid, SharedFeatures
 from models.glnet import GLNet, LocalToGlobalCanvas, coverage_template
-from models.convert import load_reference
 from tests.models.reference_layout import oracle, reference_state_dict
 
 N_CLASSES = 3

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Hashable, Iterable, Optional, Sequence
 
 from glnet_cli.errors import GlnetError, InputError
-from glnet_cli.paths import check_distinct, write_text
+from glnet_cli.io.paths import check_distinct, write_text
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".png", ".jpg", ".jpeg")
 
@@ -65,7 +65,7 @@ def check_batch_outputs(scenes: Sequence[str],
     ``outputs_for(scene)`` names a scene's outputs (mask, probabilities);
     ``others`` are the batch's own (the report). Files are told apart by
     identity, so links count, in one pass however long the archive is
-    (:func:`~glnet_cli.paths.check_distinct` words the refusal).
+    (:func:`~glnet_cli.io.paths.check_distinct` words the refusal).
     """
     inputs = {_identity(s): s for s in scenes if not s.startswith("/vsi")}
     written: dict[Hashable, tuple[str, str]] = {}

@@ -38,8 +38,8 @@ from rasterio.windows import bounds as window_bounds
 
 from glnet_cli.classes import IGNORE_INDEX, ClassTable
 from glnet_cli.errors import GlnetWarning, InputError, RasterError
-from glnet_cli.raster import open_raster
-from glnet_cli.reproject import reproject_geometries
+from glnet_cli.io.raster import open_raster
+from glnet_cli.io.reproject import reproject_geometries
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ warning, so a typo gives an uncompressed file after hours of work. Each GDAL
 driver publishes what it accepts (``DMD_CREATIONOPTIONLIST``: names, types,
 enumerated values, bounds); rasterio does not expose it, so it is read from
 the very GDAL library rasterio runs on (through ctypes, see
-:func:`glnet_cli.gdal_messages.rasterio_gdal`).
+:func:`glnet_cli.io.gdal_messages.rasterio_gdal`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Iterable, Optional
 
 from glnet_cli.errors import InputError
-from glnet_cli.gdal_messages import rasterio_gdal
+from glnet_cli.io.gdal_messages import rasterio_gdal
 
 log = logging.getLogger(__name__)
 

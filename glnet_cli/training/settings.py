@@ -1,6 +1,6 @@
 """The paper's training settings and glnet's architecture defaults, as plain values.
 
-Kept apart from :mod:`glnet_cli.train` so that ``glnet train --help`` shows
+Kept apart from :mod:`glnet_cli.training.train` so that ``glnet train --help`` shows
 them without importing torch.
 """
 

@@ -29,13 +29,13 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from glnet_cli.blend import FinishedTile
 from glnet_cli.classes import IGNORE_INDEX, ClassTable
-from glnet_cli.creation_options import check_options, cog_options
 from glnet_cli.errors import InputError, OutputError
-from glnet_cli.gdal_messages import GdalMessages, capture_gdal_messages, quiet_libtiff
-from glnet_cli.paths import write_failure
-from glnet_cli.raster import SceneInfo
+from glnet_cli.inference.blend import FinishedTile
+from glnet_cli.io.creation_options import check_options, cog_options
+from glnet_cli.io.gdal_messages import GdalMessages, capture_gdal_messages, quiet_libtiff
+from glnet_cli.io.paths import write_failure
+from glnet_cli.io.raster import SceneInfo
 
 TILE = 512
 

@@ -26,11 +26,11 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from torch.utils.data import DataLoader, Dataset
 
-from glnet_cli.checkpoint import InputScaling
 from glnet_cli.classes import IGNORE_INDEX, ClassTable, generic_table
 from glnet_cli.errors import DataError, GlnetError, InputError, RasterError
-from glnet_cli.grid import Box, crop_grid, iter_windows, top_lefts
-from glnet_cli.raster import open_raster
+from glnet_cli.inference.grid import Box, crop_grid, iter_windows, top_lefts
+from glnet_cli.io.checkpoint import InputScaling
+from glnet_cli.io.raster import open_raster
 
 log = logging.getLogger(__name__)
 

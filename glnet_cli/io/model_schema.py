@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from glnet_cli.errors import ModelFileError
-from glnet_cli.train_settings import SIZE_RANGE
+from glnet_cli.training.settings import SIZE_RANGE
 from models.backbone import list_backbones
 
 FORMAT = "glnet-model"

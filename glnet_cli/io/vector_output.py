@@ -2,7 +2,7 @@
 
 The vectoriser hands finished polygons here as they come, so none wait in
 memory. A file output is written under glnet's temp names beside the target
-(:class:`~glnet_cli.paths.PartialFiles`: a Shapefile's sidecars included),
+(:class:`~glnet_cli.io.paths.PartialFiles`: a Shapefile's sidecars included),
 re-opened and checked, and published only when complete; anything GDAL
 reports as lost (a value too wide for its field, a full disk) fails the run,
 and a failed run leaves no half-written Shapefile, GeoPackage or GeoJSON.
@@ -33,10 +33,10 @@ from shapely.geometry import mapping
 from shapely.geometry.polygon import orient
 
 from glnet_cli.errors import GlnetError, GlnetWarning, InputError, OutputWriteError, RasterError
-from glnet_cli.gdal_messages import GdalMessages, capture_gdal_messages
-from glnet_cli.paths import PartialFiles, fsync_file, publish, write_failure
-from glnet_cli.reproject import reproject_geometries
-from glnet_cli.vector_formats import SHAPEFILE_SIDECARS, SHAPEFILE_TEXT_BYTES, output_files
+from glnet_cli.io.gdal_messages import GdalMessages, capture_gdal_messages
+from glnet_cli.io.paths import PartialFiles, fsync_file, publish, write_failure
+from glnet_cli.io.reproject import reproject_geometries
+from glnet_cli.io.vector_formats import SHAPEFILE_SIDECARS, SHAPEFILE_TEXT_BYTES, output_files
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class VectorWriter(_PolygonSink):
 
     Args:
         path: the final output file.
-        driver: an OGR driver from :func:`~glnet_cli.vector_formats.resolve_driver`.
+        driver: an OGR driver from :func:`~glnet_cli.io.vector_formats.resolve_driver`.
         crs: WKT of the geometries' CRS, or None when the mask has none.
         to_crs: WKT/EPSG of the output CRS when it differs from ``crs``.
         layout: ``one-layer``, or ``layer-per-class`` (GeoPackage only).

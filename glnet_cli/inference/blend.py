@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from glnet_cli.classes import IGNORE_INDEX
-from glnet_cli.grid import Box, blend_weights
+from glnet_cli.inference.grid import Box, blend_weights
 
 
 @dataclass

@@ -9,7 +9,7 @@ import os
 from typing import Optional
 
 from glnet_cli.errors import InputError
-from glnet_cli.paths import check_output
+from glnet_cli.io.paths import check_output
 
 #: Output driver by file extension.
 DRIVER_BY_EXTENSION = {".shp": "ESRI Shapefile", ".gpkg": "GPKG",

@@ -1,0 +1,1 @@
+"""Segmenting scenes: the crop grid, the reader threads, the device loop, blending, batches."""

@@ -1,0 +1,1 @@
+"""Class masks to polygons, window by window, merged across window edges."""
