@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 import rasterio
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
-from rasterio.windows import Window
 
 from glnet_cli.errors import GlnetWarning, InputError, ModelFileError, RasterError
 from glnet_cli.io.raster import SceneInfo, inspect_scene
+from glnet_cli.io.windows import Box
 
 if TYPE_CHECKING:
     from glnet_cli.io.checkpoint import ModelInfo
@@ -142,7 +142,7 @@ def read_sample(src: rasterio.DatasetReader, path: str) -> None:
     """
     for col, row in ((0, 0), (src.width - 1, src.height - 1)):
         try:
-            src.read(window=Window(col, row, 1, 1))
+            src.read(window=Box(row, col, 1, 1).window)
         except RasterioError as exc:
             # GDAL's own words are in the cause: "band 1: IReadBlock failed at X offset ..."
             detail = str(exc.__cause__ or exc).strip().rstrip(".").removeprefix(

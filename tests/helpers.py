@@ -32,6 +32,17 @@ def write_raster(path: Path | str, array: np.ndarray, transform: Affine = DEFAUL
     return Path(path)
 
 
+def corrupt_raster(path: Path | str) -> Path:
+    """A tiled, compressed GeoTIFF whose middle blocks fail to decode (its header reads fine)."""
+    rng = np.random.default_rng(1)
+    path = write_raster(path, rng.integers(0, 255, (3, 256, 256), np.uint8), tiled=True,
+                        compress="deflate")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 20000] = b"\x55" * 20000
+    path.write_bytes(bytes(data))
+    return path
+
+
 def make_tiny_model(path: Path | str, bands: int = 3, l2g: bool = True, size_p: int = 32,
                     size_g: int = 64, context: int = 256, dtype: str = "uint8",
                     n_classes: int = 4, seed: int = 0) -> Path:

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -15,7 +14,7 @@ from glnet_cli.cli import main
 from glnet_cli.errors import InputError, OutputExistsError
 from glnet_cli.inference.batch import (SceneReport, check_batch_outputs, expand_inputs, shard,
                                        write_report)
-from tests.helpers import make_tiny_model, rule_scene, write_raster
+from tests.helpers import corrupt_raster, make_tiny_model, rule_scene, write_raster
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +30,6 @@ def archive(tmp_path):
     for i, name in enumerate(["a.tif", "b.tif", "c.tif"]):
         write_raster(folder / name, rule_scene(70, 90, seed=i))
     return folder
-
-
-def _corrupt(path):
-    rng = np.random.default_rng(1)
-    write_raster(path, rng.integers(0, 255, (3, 256, 256), np.uint8), tiled=True,
-                 compress="deflate")
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2:len(data) // 2 + 20000] = b"\x55" * 20000
-    path.write_bytes(bytes(data))
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4, 5])
@@ -99,7 +89,7 @@ def test_the_report_is_written_whole_and_never_replaced_unasked(tmp_path):
 
 
 def test_batch_reports_every_scene_and_survives_a_corrupt_one(archive, model, tmp_path):
-    _corrupt(archive / "b.tif")
+    corrupt_raster(archive / "b.tif")
     out, report = tmp_path / "masks", tmp_path / "report.json"
     result = CliRunner().invoke(main, ["segment", str(archive), "-o", str(out), "-m", str(model),
                                        "--report", str(report), "-q"])

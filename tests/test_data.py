@@ -13,7 +13,7 @@ from rasterio.transform import Affine
 
 from glnet_cli.classes import DEEPGLOBE, IGNORE_INDEX, generic_table
 from glnet_cli.errors import DataError, InputError
-from glnet_cli.inference.grid import Box
+from glnet_cli.io.windows import Box
 from glnet_cli.io.checkpoint import InputScaling
 from glnet_cli.training.data import (Augment, PairProblem, ReadSpec, TileDataset, TileInfo,
                                      check_tiles, discover_tiles, epoch_batches, infer_classes,

@@ -20,7 +20,8 @@ from glnet_cli.errors import InputError
 from glnet_cli.inference.engine import SegmentOptions, Segmenter
 from glnet_cli.inference.grid import plan_scene
 from glnet_cli.io.checkpoint import load_model
-from tests.helpers import make_rule_model, make_tiny_model, rule_scene, write_raster
+from tests.helpers import (corrupt_raster, make_rule_model, make_tiny_model, rule_scene,
+                           write_raster)
 
 
 @pytest.fixture(scope="session")
@@ -228,12 +229,7 @@ def test_missing_and_non_raster_inputs(models, tmp_path):
 
 
 def test_data_that_fails_to_decode_part_way(models, tmp_path):
-    rng = np.random.default_rng(0)
-    path = write_raster(tmp_path / "broken.tif", rng.integers(0, 255, (3, 256, 256), np.uint8),
-                        tiled=True, compress="deflate")
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2:len(data) // 2 + 20000] = b"\x55" * 20000
-    path.write_bytes(bytes(data))
+    path = corrupt_raster(tmp_path / "broken.tif")
     out = tmp_path / "mask.tif"
     result = run_cli("segment", path, "-o", out, "-m", models["rgb"], "-q", "--overlap", "16")
     _one_error_line(result, "broken.tif: reading rows")

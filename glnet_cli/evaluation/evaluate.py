@@ -11,17 +11,18 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 from rasterio.io import DatasetReader
-from rasterio.windows import Window
 
 from glnet_cli.classes import IGNORE_INDEX, ClassTable, table_from_tags
 from glnet_cli.errors import GlnetWarning, InputError, RasterError
 from glnet_cli.evaluation.metrics import ConfusionMatrix
 from glnet_cli.evaluation.truth import open_truth
 from glnet_cli.io.raster import open_raster
+from glnet_cli.io.windows import iter_windows
+from glnet_cli.progress_callback import ProgressCallback
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def evaluate(pred_path: str | os.PathLike, truth_path: str | os.PathLike, *,
              classes: Optional[ClassTable] = None, ignore_classes: Iterable[int] = (),
              attribute: Optional[str] = None, background: int = 0,
              layers: Sequence[str] = (), window_size: int = 1024,
-             progress: Optional[Callable[..., None]] = None) -> EvaluationResult:
+             progress: Optional[ProgressCallback] = None) -> EvaluationResult:
     """Compare a single-band class mask with ground truth.
 
     Args:
@@ -79,7 +80,7 @@ def evaluate(pred_path: str | os.PathLike, truth_path: str | os.PathLike, *,
         with open_truth(truth_path, pred, table=table, attribute=attribute,
                         background=background, layers=layers) as read_truth:
             cm = ConfusionMatrix(len(table) if table else 1, ignore_classes)
-            windows = _windows(pred.width, pred.height, window_size)
+            windows = [box.window for box in iter_windows(pred.height, pred.width, window_size)]
             log.info("%s vs %s: %d windows", pred_path, truth_path, len(windows))
             unlabelled = 0
             for done, window in enumerate(windows, 1):
@@ -109,12 +110,6 @@ def _check_prediction(pred: DatasetReader, path: str) -> None:
     if pred.count != 1 or not np.issubdtype(dtype, np.integer):
         raise RasterError(f"{path}: a prediction is one band of integer class ids; this has "
                           f"{pred.count} band(s) of {dtype} (give the mask glnet segment wrote)")
-
-
-def _windows(width: int, height: int, size: int) -> list[Window]:
-    """Non-overlapping windows covering the raster, row by row; edge windows are smaller."""
-    return [Window(col, row, min(size, width - col), min(size, height - row))
-            for row in range(0, height, size) for col in range(0, width, size)]
 
 
 def _grow(cm: ConfusionMatrix, counted: np.ndarray, arrays: dict[str, np.ndarray]) -> None:

@@ -125,9 +125,6 @@ class ConfusionMatrix:
         self._counts += other._counts
         return self
 
-    def __add__(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
-        return ConfusionMatrix.from_array(self._counts, self.ignore_classes).merge(other)
-
     def as_array(self) -> np.ndarray:
         """Every count as one (n, n + 1) int64 copy: :attr:`matrix`, then :attr:`out_of_range`.
 

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 from glnet_cli.classes import IGNORE_INDEX
-from glnet_cli.inference.grid import Box, blend_weights
+from glnet_cli.inference.grid import blend_weights
+from glnet_cli.io.windows import Box
+from glnet_cli.io.writer import FinishedTile
 
 
 @dataclass
@@ -25,13 +27,6 @@ class CropResult:
     box: Box
     probs: torch.Tensor  # (n_classes, h/4, w/4), float16, on the device that computed it
     valid: np.ndarray  # (h, w) bool, host
-
-
-@dataclass
-class FinishedTile:
-    box: Box
-    classes: np.ndarray  # (h, w) uint8, IGNORE_INDEX where no valid input
-    probabilities: Optional[np.ndarray]  # (n_classes, h, w) uint8 0..255, or None
 
 
 class _Part(NamedTuple):

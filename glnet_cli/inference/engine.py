@@ -33,7 +33,7 @@ from glnet_cli.classes import IGNORE_INDEX
 from glnet_cli.device import DTYPES, resolve_precision
 from glnet_cli.errors import GlnetWarning, InputError
 from glnet_cli.inference.blend import CropResult, TileBlender
-from glnet_cli.inference.grid import Block, Box, ScenePlan, plan_scene
+from glnet_cli.inference.grid import Block, ScenePlan, plan_scene
 from glnet_cli.inference.memory import (MB, MEMORY_BUDGET_MB, MemoryEstimate, NetworkShape,
                                         auto_batch_size, estimate, largest_auto_batch, weight_bytes)
 from glnet_cli.inference.workers import BackgroundWorker, Prefetcher
@@ -41,14 +41,14 @@ from glnet_cli.io.checkpoint import ModelFile
 from glnet_cli.io.paths import atomic_output, check_distinct, check_output
 from glnet_cli.io.raster import (BLOCK_CACHE_MB, SceneInfo, SceneReader, bounded_block_cache,
                                  inspect_scene)
+from glnet_cli.io.windows import TILE_SIZE, Box
 from glnet_cli.io.writer import MaskWriter, OutputFile, OutputOptions, output_options
+from glnet_cli.progress_callback import ProgressCallback
 from models.fpn import Pyramid
 from models.glnet import LocalToGlobalCanvas, coverage_template
 from models.inference import prepare_for_inference
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[..., None]
 
 #: Scene / model pixel-size ratios that run without a warning about scale.
 GSD_RATIO_RANGE = (0.5, 2.0)
@@ -257,7 +257,7 @@ class Segmenter:
         step = max(1, self.info.size_p - self.options.overlap)
         crops_in_flight = math.ceil(scene_width / step) * (
             math.ceil(self.info.context_size / step) // 2 + 2)
-        tiles = 2 * 512 * 512 * (cfg.n_classes * 4 + 8)  # the tile being blended, its output
+        tiles = 2 * TILE_SIZE ** 2 * (cfg.n_classes * 4 + 8)  # the tile being blended, its output
         return estimate(self._network_shape(), batch_size or self.options.batch_size,
                         weight_bytes(self.model), crops_in_flight * cached_crop + tiles,
                         BLOCK_CACHE_MB * MB, self.device.type == "cuda")
@@ -284,7 +284,8 @@ class Segmenter:
 
     def run(self, path: str, output: str, *, overwrite: bool = False, cog: bool = False,
             probabilities: Optional[str] = None, creation_options: Iterable[tuple[str, str]] = (),
-            progress: Optional[Progress] = None, record_reads: bool = False) -> SegmentResult:
+            progress: Optional[ProgressCallback] = None,
+            record_reads: bool = False) -> SegmentResult:
         """Segment ``path`` into ``output``; nothing is left at ``output`` if it fails."""
         options = output_options(creation_options, cog)
         check_distinct([output, probabilities], [path])
@@ -318,7 +319,7 @@ class Segmenter:
 
     def _stream(self, scene: SceneInfo, plan: ScenePlan, mask: OutputFile,
                 probs: Optional[OutputFile], options: OutputOptions, result: SegmentResult,
-                progress: Optional[Progress], record_reads: bool) -> None:
+                progress: Optional[ProgressCallback], record_reads: bool) -> None:
         classes = self.info.classes
         tags = {"GLNET_MODEL_STAGE": str(self.stage),
                 "GLNET_MODEL": json.dumps(self.info.to_dict()["architecture"])}
@@ -347,7 +348,7 @@ class Segmenter:
         result.all_nodata = int(histogram[IGNORE_INDEX]) == scene.pixels
 
     def _device_loop(self, plan: ScenePlan, items: Iterable, output: BackgroundWorker,
-                     result: SegmentResult, progress: Optional[Progress]) -> None:
+                     result: SegmentResult, progress: Optional[ProgressCallback]) -> None:
         tiles_left = [len(crops) for crops in plan.tile_crops]
         crops_left = [len(tiles) for tiles in plan.crop_tiles]
         cache: dict[int, CropResult] = {}

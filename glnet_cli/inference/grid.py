@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
+
+from glnet_cli.io.windows import TILE_SIZE, Box, iter_windows
 
 
 def crop_starts(length: int, size: int, min_overlap: int = 50) -> list[int]:
@@ -32,34 +33,6 @@ def crop_starts(length: int, size: int, min_overlap: int = 50) -> list[int]:
     count = max(2, math.ceil((length - min_overlap) / (size - min_overlap)))
     step = (length - size) / (count - 1)
     return [int(round(i * step)) for i in range(count - 1)] + [length - size]
-
-
-@dataclass(frozen=True)
-class Box:
-    """A rectangle in pixel coordinates: rows [row, row + height), cols [col, col + width)."""
-
-    row: int
-    col: int
-    height: int
-    width: int
-
-    @property
-    def bottom(self) -> int:
-        return self.row + self.height
-
-    @property
-    def right(self) -> int:
-        return self.col + self.width
-
-    def shift(self, row: int, col: int) -> "Box":
-        return Box(self.row + row, self.col + col, self.height, self.width)
-
-    def intersection(self, other: "Box") -> "Box | None":
-        row, col = max(self.row, other.row), max(self.col, other.col)
-        bottom, right = min(self.bottom, other.bottom), min(self.right, other.right)
-        if bottom <= row or right <= col:
-            return None
-        return Box(row, col, bottom - row, right - col)
 
 
 def crop_grid(height: int, width: int, size: int, min_overlap: int = 50) -> list[Box]:
@@ -90,13 +63,6 @@ def blend_weights(size: int, margin: int) -> np.ndarray:
     ramp[size - margin:] = edge[::-1]
     ramp = np.maximum(ramp, 1e-3)
     return np.outer(ramp, ramp)
-
-
-def iter_windows(height: int, width: int, size: int) -> Iterator[Box]:
-    """Non-overlapping windows of at most ``size`` covering the image, row by row."""
-    for row in range(0, height, size):
-        for col in range(0, width, size):
-            yield Box(row, col, min(size, height - row), min(size, width - col))
 
 
 @dataclass(frozen=True)
@@ -135,7 +101,7 @@ def _margin(inner: Box, outer: Box) -> int:
 
 
 def plan_scene(height: int, width: int, size_p: int, context_size: int,
-               min_overlap: int = 64, tile_size: int = 512) -> ScenePlan:
+               min_overlap: int = 64, tile_size: int = TILE_SIZE) -> ScenePlan:
     """Blocks, crops and tiles for a ``height`` x ``width`` scene.
 
     A scene no larger than ``context_size`` is one block (the paper's setting:

@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -24,7 +24,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOEr
 from rasterio.windows import Window
 
 from glnet_cli.errors import GlnetWarning, InputError, RasterError
-from glnet_cli.inference.grid import Box
+from glnet_cli.io.windows import Box
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ class SceneInfo:
     overviews: tuple[int, ...]
     mask_flags: tuple[str, ...]
     block_shape: tuple[int, int]
-    profile: dict = field(repr=False, default_factory=dict)
     #: ``nodata`` was declared by the user (``--nodata``), not read from the file.
     nodata_declared: bool = False
 
@@ -142,7 +141,7 @@ def inspect_scene(path: str | os.PathLike, bands: Optional[Sequence[int]] = None
             dtype=src.dtypes[chosen[0] - 1], crs=src.crs, transform=src.transform,
             nodata=src.nodata if nodata is None else nodata, bands=tuple(chosen),
             overviews=tuple(src.overviews(chosen[0])), mask_flags=flags,
-            block_shape=tuple(src.block_shapes[chosen[0] - 1]), profile=dict(src.profile),
+            block_shape=tuple(src.block_shapes[chosen[0] - 1]),
             nodata_declared=nodata is not None)
 
 
@@ -231,7 +230,7 @@ class SceneReader:
         x1 = int(round((inside.right - box.col) * sx))
         if y1 <= y0 or x1 <= x0:
             return Patch(data, valid)
-        window = Window(inside.col, inside.row, inside.width, inside.height)
+        window = inside.window
         out_shape = (y1 - y0, x1 - x0)
         if self.read_log is not None:
             self.read_log.append((window, out_shape))

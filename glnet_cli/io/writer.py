@@ -27,24 +27,21 @@ from rasterio._err import CPLE_BaseError  # what GDAL's own failures raise; not 
 from rasterio.enums import Interleaving
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.transform import Affine
-from rasterio.windows import Window
 
 from glnet_cli.classes import IGNORE_INDEX, ClassTable
 from glnet_cli.errors import InputError, OutputError
-from glnet_cli.inference.blend import FinishedTile
 from glnet_cli.io.creation_options import check_options, cog_options
 from glnet_cli.io.gdal_messages import GdalMessages, capture_gdal_messages, quiet_libtiff
 from glnet_cli.io.paths import write_failure
 from glnet_cli.io.raster import SceneInfo
-
-TILE = 512
+from glnet_cli.io.windows import TILE_SIZE, Box
 
 #: Creation options of every mask; ``--co`` overrides them key by key.
-MASK_OPTIONS = {"TILED": "YES", "BLOCKXSIZE": str(TILE), "BLOCKYSIZE": str(TILE),
+MASK_OPTIONS = {"TILED": "YES", "BLOCKXSIZE": str(TILE_SIZE), "BLOCKYSIZE": str(TILE_SIZE),
                 "COMPRESS": "DEFLATE", "PREDICTOR": "2", "BIGTIFF": "IF_SAFER"}
 
 #: What the COG driver gets when ``--cog`` is asked for; ``--co`` overrides them.
-COG_OPTIONS = {"COMPRESS": "DEFLATE", "PREDICTOR": "2", "BLOCKSIZE": str(TILE),
+COG_OPTIONS = {"COMPRESS": "DEFLATE", "PREDICTOR": "2", "BLOCKSIZE": str(TILE_SIZE),
                "OVERVIEW_RESAMPLING": "MODE", "BIGTIFF": "IF_SAFER"}
 
 #: Probabilities are averaged, not voted, into their overviews.
@@ -54,6 +51,15 @@ _GDAL_ERRORS = (RasterioError, CPLE_BaseError, OSError)
 
 #: Any north-up grid: the probe only needs GDAL not to warn about a missing one.
 _PROBE_TRANSFORM = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 32.0)
+
+
+@dataclass
+class FinishedTile:
+    """One blended output tile, ready to write: classes, and probabilities if asked for."""
+
+    box: Box
+    classes: np.ndarray  # (h, w) uint8, IGNORE_INDEX where no valid input
+    probabilities: Optional[np.ndarray]  # (n_classes, h, w) uint8 0..255, or None
 
 
 @dataclass(frozen=True)
@@ -182,8 +188,7 @@ class MaskWriter:
 
     def write(self, tile: FinishedTile) -> None:
         self._threads.add(threading.get_ident())
-        box = tile.box
-        window = Window(box.col, box.row, box.width, box.height)
+        window = tile.box.window
         try:
             self._mask.write(tile.classes, 1, window=window)
         except _GDAL_ERRORS as exc:
@@ -299,7 +304,7 @@ def check_written(path: str, width: int, height: int, count: int) -> None:
                 block_h, block_w = src.block_shapes[0]
                 row = (height - 1) // block_h * block_h
                 col = (width - 1) // block_w * block_w
-                src.read(window=Window(col, row, width - col, height - row))
+                src.read(window=Box(row, col, height - row, width - col).window)
         except (RasterioError, CPLE_BaseError) as exc:
             losses = messages.losses({threading.get_ident()})
             reason = losses[0].text if losses else " ".join(str(exc).split())

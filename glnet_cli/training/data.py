@@ -23,12 +23,12 @@ import torch
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader
-from rasterio.windows import Window
 from torch.utils.data import DataLoader, Dataset
 
 from glnet_cli.classes import IGNORE_INDEX, ClassTable, generic_table
 from glnet_cli.errors import DataError, GlnetError, InputError, RasterError
-from glnet_cli.inference.grid import Box, crop_grid, iter_windows, top_lefts
+from glnet_cli.inference.grid import crop_grid, top_lefts
+from glnet_cli.io.windows import Box, iter_windows
 from glnet_cli.io.checkpoint import InputScaling
 from glnet_cli.io.raster import open_raster
 
@@ -151,16 +151,12 @@ def discover_tiles(folder: str | os.PathLike) -> tuple[list[TilePair], list[Pair
 
 # -- reading ------------------------------------------------------------------
 
-def _window(box: Box) -> Window:
-    return Window(box.col, box.row, box.width, box.height)
-
-
 def read_labels(src: DatasetReader, colour: bool, classes: ClassTable, ignore_index: int,
                 box: Box, out_shape: Optional[tuple[int, int]] = None) -> np.ndarray:
     """Class ids (uint8, 255 = ignore) of a mask window, optionally decimated (nearest)."""
     bands = [1, 2, 3] if colour else [1]
     shape = None if out_shape is None else (len(bands), *out_shape)
-    raw = src.read(bands, window=_window(box), out_shape=shape, resampling=Resampling.nearest)
+    raw = src.read(bands, window=box.window, out_shape=shape, resampling=Resampling.nearest)
     if colour:
         return classes.colors_to_index(raw, os.path.basename(src.name))
     raw = raw[0]
@@ -171,14 +167,14 @@ def read_image(src: DatasetReader, bands: Sequence[int], scaling: InputScaling, 
                out_shape: Optional[tuple[int, int]] = None) -> np.ndarray:
     """Scaled float32 (bands, h, w) of an image window; decimated reads are bilinear."""
     shape = None if out_shape is None else (len(bands), *out_shape)
-    raw = src.read(list(bands), window=_window(box), out_shape=shape,
+    raw = src.read(list(bands), window=box.window, out_shape=shape,
                    resampling=Resampling.bilinear)
     return scaling.apply(raw)
 
 
 def _invalid(src: DatasetReader, box: Box,
              out_shape: Optional[tuple[int, int]] = None) -> np.ndarray:
-    return src.dataset_mask(window=_window(box), out_shape=out_shape) == 0
+    return src.dataset_mask(window=box.window, out_shape=out_shape) == 0
 
 
 # -- checks -------------------------------------------------------------------
@@ -208,7 +204,7 @@ def _mask_values(src: DatasetReader, colour: bool, classes: Optional[ClassTable]
             ids = read_labels(src, True, classes, IGNORE_INDEX, box)
             values.update(np.unique(ids).tolist())
         else:
-            values.update(np.unique(src.read(1, window=_window(box))).tolist())
+            values.update(np.unique(src.read(1, window=box.window)).tolist())
     return values
 
 

@@ -32,6 +32,7 @@ from glnet_cli.errors import DataError, GlnetWarning, InputError, PretrainedWeig
 from glnet_cli.evaluation.metrics import ConfusionMatrix
 from glnet_cli.io.checkpoint import ModelFile, ModelInfo, load_model, save_model
 from glnet_cli.io.paths import atomic_output, check_distinct, check_output
+from glnet_cli.progress_callback import ProgressCallback
 from glnet_cli.training.data import (ReadSpec, TileDataset, TileInfo, check_tiles, discover_tiles,
                                      epoch_batches, infer_classes, inspect_pairs, iter_samples,
                                      measure_scaling, settle_problems, split_by_name)
@@ -142,7 +143,7 @@ def companion_paths(output: str) -> tuple[str, str]:
     return f"{root}.best{ext or '.pt'}", f"{root}.metrics.jsonl"
 
 
-def train(config: TrainConfig, progress: Optional[Callable[..., None]] = None,
+def train(config: TrainConfig, progress: Optional[ProgressCallback] = None,
           on_epoch: Optional[Callable[[EpochRecord], Optional[bool]]] = None) -> TrainResult:
     """Run (or resume) the training stages that ``config`` asks for.
 
@@ -202,7 +203,7 @@ class _Run:
     """One training job: its data, model, stages and checkpoints."""
 
     def __init__(self, config: TrainConfig, ctx: DistContext,
-                 progress: Optional[Callable[..., None]],
+                 progress: Optional[ProgressCallback],
                  on_epoch: Optional[Callable[[EpochRecord], Optional[bool]]]) -> None:
         self.ctx = ctx
         self.progress = progress if ctx.is_main else None

@@ -15,11 +15,12 @@ pieces of about one row of windows, not the raster.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Sequence, TextIO, Union
+from typing import Iterator, Optional, Sequence, TextIO, Union
 
 import numpy as np
 import rasterio
@@ -36,10 +37,10 @@ from glnet_cli.io.raster import SINGLE_PASS_CACHE_MB, bounded_block_cache, open_
 from glnet_cli.io.vector_formats import (check_field_text, check_layout, check_vector_output,
                                          default_output, resolve_driver)
 from glnet_cli.io.vector_output import GeoJSONTextWriter, VectorWriter, output_crs
+from glnet_cli.io.windows import Box, iter_windows
+from glnet_cli.progress_callback import ProgressCallback
 
 log = logging.getLogger(__name__)
-
-ProgressCallback = Callable[..., None]
 
 #: Data types of class masks: what glnet segment writes, and 8-bit masks from elsewhere.
 MASK_DTYPES = ("uint8", "int8")
@@ -142,7 +143,8 @@ def vectorize(mask_path: str | os.PathLike,
             check_field_text(output_path, driver, names)
         else:
             check_layout(output_path, driver, layout)
-        rows = _window_rows(src.width, src.height, window_size)
+        rows = [list(row) for _, row in itertools.groupby(
+            iter_windows(src.height, src.width, window_size), key=lambda box: box.row)]
         crs = out_crs or src.crs
         summary = VectorizeSummary(output_path, driver, [], crs.to_string() if crs else None,
                                    _area_unit(src.crs), sum(len(r) for r in rows))
@@ -159,17 +161,16 @@ def vectorize(mask_path: str | os.PathLike,
             merger = _EdgeMerger(connectivity, src.width, src.height)
             done = 0
             for row in rows:
-                for window in row:
-                    data = _read_window(src, window, mask_path)
+                for box in row:
+                    data = _read_window(src, box.window, mask_path)
                     valid = _selected(data, src.nodata, background, classes)
                     if valid.any():
-                        for class_id, geoms in merger.add(data, valid, window):
+                        for class_id, geoms in merger.add(data, valid, box):
                             emit(class_id, geoms)
                     done += 1
                     if progress is not None:
                         progress(done, summary.windows, polygons=summary.polygons)
-                row_bottom = row[0].row_off + row[0].height
-                for class_id, geoms in merger.flush(row_bottom):
+                for class_id, geoms in merger.flush(row[0].bottom):
                     emit(class_id, geoms)
             summary.unprojectable = writer.unprojectable
             _check_reprojected(mask_path, summary)
@@ -234,12 +235,6 @@ def _area_unit(crs: Optional[CRS]) -> str:
     return "m²" if unit in ("metre", "meter") else f"{unit}²"
 
 
-def _window_rows(width: int, height: int, size: int) -> list[list[Window]]:
-    """The windows, grouped by row: merging finishes a row before the next starts."""
-    return [[Window(col, row, min(size, width - col), min(size, height - row))
-             for col in range(0, width, size)] for row in range(0, height, size)]
-
-
 def _read_window(src: rasterio.DatasetReader, window: Window, path: str) -> np.ndarray:
     data = src.read(1, window=window)
     if data.dtype.name in _SHAPES_DTYPES:
@@ -268,10 +263,9 @@ class _EdgeMerger:
         self.pending: dict[int, list[np.ndarray]] = {}
 
     def add(self, data: np.ndarray, valid: np.ndarray,
-            window: Window) -> Iterator[tuple[int, np.ndarray]]:
+            box: Box) -> Iterator[tuple[int, np.ndarray]]:
         """Polygonise one window; yield the final pieces by class, keep the edge pieces."""
-        x0, y0 = window.col_off, window.row_off
-        x1, y1 = x0 + window.width, y0 + window.height
+        x0, y0, x1, y1 = box.col, box.row, box.right, box.bottom
         pixel_space = rasterio.Affine.translation(x0, y0)
         found = [(shape(g), int(v)) for g, v in shapes(
             data, mask=valid, connectivity=self.connectivity, transform=pixel_space)]
