@@ -1,5 +1,5 @@
-"""Tests for glnet_cli/vector/vectorize.py, glnet_cli/io/vector_output.py and
-``glnet vectorize``."""
+"""Tests for glnet_cli/vector/ (vectorize.py, merge.py), the polygon outputs in
+glnet_cli/io/ (vector_output.py, geojson_stream.py, vector_crs.py) and ``glnet vectorize``."""
 
 from __future__ import annotations
 

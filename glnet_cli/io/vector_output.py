@@ -1,4 +1,4 @@
-"""Polygon output: files through fiona, or GeoJSON text to a stream (stdout).
+"""Polygon output to files through fiona: Shapefile, GeoPackage or GeoJSON.
 
 The vectoriser hands finished polygons here as they come, so none wait in
 memory. A file output is written under glnet's temp names beside the target
@@ -6,46 +6,32 @@ memory. A file output is written under glnet's temp names beside the target
 re-opened and checked, and published only when complete; anything GDAL
 reports as lost (a value too wide for its field, a full disk) fails the run,
 and a failed run leaves no half-written Shapefile, GeoPackage or GeoJSON.
-
-Polygons that cannot be reprojected to the output's CRS (a geostationary
-pixel in space has no longitude) are left out and counted.
+GeoJSON to a stream is :mod:`glnet_cli.io.geojson_stream`'s job; the output's
+CRS and the polygons it cannot hold are :mod:`glnet_cli.io.vector_crs`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
-import warnings
-from typing import Any, Iterator, Optional, Sequence, TextIO
+from typing import Any, Iterator, Optional, Sequence
 
 import fiona
 import fiona.meta
 import numpy as np
-import shapely
 from fiona._err import CPLE_BaseError  # what GDAL's own failures raise; not re-exported
 from fiona.errors import FionaError
-from rasterio.crs import CRS
-from rasterio.errors import CRSError
 from shapely.geometry import mapping
-from shapely.geometry.polygon import orient
 
-from glnet_cli.errors import GlnetError, GlnetWarning, InputError, OutputWriteError, RasterError
+from glnet_cli.errors import GlnetError, OutputWriteError
 from glnet_cli.io.gdal_messages import GdalMessages, capture_gdal_messages
 from glnet_cli.io.paths import PartialFiles, fsync_file, publish, write_failure
-from glnet_cli.io.reproject import reproject_geometries
+from glnet_cli.io.vector_crs import PolygonSink
 from glnet_cli.io.vector_formats import SHAPEFILE_SIDECARS, SHAPEFILE_TEXT_BYTES, output_files
 
 log = logging.getLogger(__name__)
-
-#: RFC 7946: GeoJSON is always WGS84 longitude/latitude.
-WGS84 = "EPSG:4326"
-#: Decimals of a GeoJSON coordinate (about 1 cm), as GDAL's RFC 7946 writer keeps.
-GEOJSON_DECIMALS = 7
-#: Record separator that starts each feature of a GeoJSON text sequence (RFC 8142).
-RS = "\x1e"
 
 _FIELDS = {"class_id": "int", "class_name": "str", "area": "float", "perimeter": "float"}
 #: Shapefile (dBASE) fields wide enough for every value: int32 ids, names as long as
@@ -60,55 +46,7 @@ _SQLITE_SIDECARS = ("-journal", "-wal", "-shm")
 _WRITE_ERRORS = (FionaError, CPLE_BaseError, RuntimeError, OSError)
 
 
-def output_crs(path: str, crs: Optional[CRS], driver: str,
-               to_crs: Optional[str]) -> Optional[CRS]:
-    """The output's CRS (None: the mask's own), checked before any work; warn where the
-    mask's CRS makes areas surprising (none, or geographic)."""
-    if driver == "GeoJSON":
-        if to_crs is not None and _parse_crs(to_crs) != _parse_crs(WGS84):
-            raise InputError(f"{to_crs}: GeoJSON is always written in {WGS84} (RFC 7946); "
-                             "write a .gpkg or .shp for another CRS")
-        to_crs = WGS84
-    if crs is None:
-        if to_crs is not None:
-            raise RasterError(f"{path}: has no CRS, so it cannot be reprojected to {to_crs}; "
-                              "set one with gdal_edit.py -a_srs EPSG:XXXX")
-        warnings.warn(f"{path}: has no CRS; the output has none, and area and perimeter "
-                      "are in the units of its geotransform", GlnetWarning, stacklevel=3)
-        return None
-    if crs.is_geographic:
-        warnings.warn(f"{path}: has a geographic CRS, so area is in square degrees and "
-                      "perimeter in degrees", GlnetWarning, stacklevel=3)
-    target = _parse_crs(to_crs) if to_crs else crs
-    return None if target == crs else target
-
-
-def _parse_crs(text: str) -> CRS:
-    try:
-        return CRS.from_user_input(text)
-    except CRSError:
-        raise InputError(f"{text}: not a CRS GDAL knows (try EPSG:4326)") from None
-
-
-class _PolygonSink:
-    """What both writers share: reprojection, with the polygons it cannot place counted."""
-
-    def __init__(self, crs: Optional[str], to_crs: Optional[str]) -> None:
-        self.src_crs = crs
-        self.to_crs = to_crs
-        self.layers: list[str] = []
-        #: Polygons left out because the output's CRS cannot hold them.
-        self.unprojectable = 0
-
-    def _reproject(self, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if not self.to_crs:
-            return geoms, np.ones(len(geoms), dtype=bool)
-        moved, kept = reproject_geometries(geoms, self.src_crs, self.to_crs)
-        self.unprojectable += int(np.count_nonzero(~kept))
-        return moved, kept
-
-
-class VectorWriter(_PolygonSink):
+class VectorWriter(PolygonSink):
     """Streams polygons into one layer, or one layer per class, of a new file.
 
     Args:
@@ -310,73 +248,6 @@ class VectorWriter(_PolygonSink):
             if stale not in written:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(stale)
-
-
-class GeoJSONTextWriter(_PolygonSink):
-    """Writes RFC 7946 GeoJSON to a text stream: a FeatureCollection, or one feature a line.
-
-    Args:
-        stream: where the text goes (stdout).
-        crs: WKT of the geometries' CRS.
-        to_crs: ``EPSG:4326`` unless ``crs`` is that already (then None).
-        sequence: a GeoJSON text sequence, one feature per line, instead of a collection.
-        rs: start each line of a sequence with the RS character (RFC 8142).
-        name: what the stream is called in messages.
-    """
-
-    def __init__(self, stream: TextIO, crs: Optional[str], to_crs: Optional[str],
-                 sequence: bool = False, rs: bool = False, name: str = "<stdout>") -> None:
-        super().__init__(crs, to_crs)
-        self.stream, self.sequence, self.name = stream, sequence, name
-        self.prefix = RS if rs and sequence else ""
-        self.layers = [name]
-        self._first = True
-
-    def __enter__(self) -> "GeoJSONTextWriter":
-        if not self.sequence:
-            self._put('{"type": "FeatureCollection", "features": [\n')
-        return self
-
-    def write(self, geoms: Sequence[Any], class_id: int, class_name: str,
-              areas: np.ndarray, perimeters: np.ndarray) -> np.ndarray:
-        """Write polygons of one class as features; return a mask of those written."""
-        moved, kept = self._reproject(np.asarray(geoms, dtype=object))
-        moved = shapely.transform(moved, lambda xy: np.round(xy, GEOJSON_DECIMALS))
-        lines = []
-        for geom, a, p in zip(moved, areas[kept], perimeters[kept]):
-            text = shapely.to_geojson(_counterclockwise(geom))
-            properties = json.dumps({"class_id": class_id, "class_name": class_name,
-                                     "area": float(a), "perimeter": float(p)})
-            feature = f'{{"type": "Feature", "properties": {properties}, "geometry": {text}}}'
-            if self.sequence:
-                lines.append(f"{self.prefix}{feature}\n")
-            else:
-                lines.append(feature if self._first else f",\n{feature}")
-                self._first = False
-        self._put("".join(lines))
-        return kept
-
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        if exc_type is None:
-            if not self.sequence:
-                self._put("\n]}\n")
-            self._put("", flush=True)
-
-    def _put(self, text: str, flush: bool = False) -> None:
-        try:
-            self.stream.write(text)
-            if flush:
-                self.stream.flush()
-        except OSError as exc:  # a full disk, or the reader went away (Broken pipe)
-            raise OutputWriteError(f"{self.name}: writing failed: {exc.strerror or exc}; the "
-                                   "GeoJSON written so far is incomplete") from exc
-
-
-def _counterclockwise(geom: Any) -> Any:
-    """RFC 7946's winding: exterior rings counterclockwise, holes clockwise."""
-    if geom.geom_type == "MultiPolygon":
-        return shapely.MultiPolygon([orient(part) for part in geom.geoms])
-    return orient(geom)
 
 
 def _layer_name(name: str) -> str:
