@@ -135,14 +135,23 @@ def inspect_scene(path: str | os.PathLike, bands: Optional[Sequence[int]] = None
         if src.crs is None:
             warnings.warn(f"{path}: has no CRS; the mask keeps its transform but has no CRS",
                           GlnetWarning, stacklevel=2)
-        flags = tuple(",".join(f.name for f in src.mask_flag_enums[b - 1]) for b in chosen)
-        return SceneInfo(
-            path=path, width=src.width, height=src.height, count=src.count,
-            dtype=src.dtypes[chosen[0] - 1], crs=src.crs, transform=src.transform,
-            nodata=src.nodata if nodata is None else nodata, bands=tuple(chosen),
-            overviews=tuple(src.overviews(chosen[0])), mask_flags=flags,
-            block_shape=tuple(src.block_shapes[chosen[0] - 1]),
-            nodata_declared=nodata is not None)
+        return scene_info(path, src, chosen, nodata)
+
+
+def scene_info(path: str, src: rasterio.io.DatasetReader, bands: Sequence[int],
+               nodata: Optional[float] = None) -> SceneInfo:
+    """What a :class:`SceneReader` of ``bands`` of the open ``src`` needs; checks nothing.
+
+    ``nodata``, when given, is declared: it replaces the file's own (see :func:`inspect_scene`).
+    """
+    flags = tuple(",".join(f.name for f in src.mask_flag_enums[b - 1]) for b in bands)
+    return SceneInfo(
+        path=path, width=src.width, height=src.height, count=src.count,
+        dtype=src.dtypes[bands[0] - 1], crs=src.crs, transform=src.transform,
+        nodata=src.nodata if nodata is None else nodata, bands=tuple(bands),
+        overviews=tuple(src.overviews(bands[0])), mask_flags=flags,
+        block_shape=tuple(src.block_shapes[bands[0] - 1]),
+        nodata_declared=nodata is not None)
 
 
 def _check_nodata(path: str, nodata: float, dtype: str) -> None:
@@ -199,6 +208,16 @@ class SceneReader:
             "per_dataset" in flags or "alpha" in flags for flags in info.mask_flags)) and any(
             flags != "all_valid" for flags in info.mask_flags)
 
+    @classmethod
+    def of_tile(cls, path: str, bands: Sequence[int]) -> "SceneReader":
+        """A reader of a training tile, valid where ``segment`` without --nodata finds it valid.
+
+        The tile's own nodata, alpha or mask band applies; the tile was checked
+        before (so nothing is checked, nor warned about, again).
+        """
+        with open_raster(path) as src:
+            return cls(scene_info(path, src, bands))
+
     def close(self) -> None:
         self._src.close()
 
@@ -215,6 +234,10 @@ class SceneReader:
     def read_decimated(self, box: Box, shape: tuple[int, int]) -> Patch:
         """``box`` resampled to ``shape`` (averaging; GDAL uses overviews when it can)."""
         return self._read(box, shape, Resampling.average)
+
+    def read_sampled(self, box: Box, shape: tuple[int, int]) -> Patch:
+        """Pixels of ``box`` picked (nearest) on a ``shape`` grid: true values, for statistics."""
+        return self._read(box, shape, Resampling.nearest)
 
     def _read(self, box: Box, shape: tuple[int, int], resampling: Resampling) -> Patch:
         scene = Box(0, 0, self.info.height, self.info.width)
