@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import resource
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import rasterio
@@ -138,3 +140,21 @@ def make_rule_model(path: Path | str, steps: int = 60, lr: float = 3e-3, size_p:
                      context_size=context, scaling=InputScaling.fixed("uint8", 3), stage=2)
     save_model(path, model, info)
     return Path(path)
+
+
+#: How a write past ``file_size_limit`` is reported (EFBIG, as on a full file system).
+FILE_TOO_LARGE = "File too large (the file size limit, ulimit -f)"
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """Stand in for a full disk in this process: files cannot grow past ``limit`` bytes.
+
+    Python ignores SIGXFSZ, so a write past the limit fails with EFBIG.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))

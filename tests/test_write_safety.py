@@ -7,7 +7,6 @@ in this process or in a child.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -31,11 +30,11 @@ from glnet_cli.inference.engine import Segmenter
 from glnet_cli.io.checkpoint import load_model
 from glnet_cli.io.paths import PARTIAL_MARK
 from glnet_cli.io.writer import MaskWriter
-from tests.helpers import make_tiny_model, rule_scene, write_raster
+from tests.helpers import (FILE_TOO_LARGE, file_size_limit, make_tiny_model, rule_scene,
+                           write_raster)
 
 #: A 70 x 90 mask takes about 3 kB, its four-band probabilities about 7 kB.
 MASK_DOES_NOT_FIT, PROBABILITIES_DO_NOT_FIT = 2048, 4608
-TOO_LARGE = "File too large (the file size limit, ulimit -f)"
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +52,6 @@ def segment(*args):
     return CliRunner().invoke(main, ["segment", *map(str, args), "-q"])
 
 
-@contextlib.contextmanager
-def file_size_limit(limit: int):
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-
-
 def names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
@@ -76,8 +65,8 @@ def test_full_disk_fails_and_keeps_the_old_mask(model, scene, tmp_path):
     with file_size_limit(MASK_DOES_NOT_FIT):
         result = segment(scene, "-o", mask, "-m", model, "--overwrite")
     assert result.exit_code == 1
-    assert result.stderr == f"glnet: error: {mask}: writing failed: {TOO_LARGE}; nothing was " \
-                            "written\n"
+    assert result.stderr == (f"glnet: error: {mask}: writing failed: {FILE_TOO_LARGE}; "
+                             "nothing was written\n")
     assert mask.read_bytes() == good
     assert names(tmp_path) == ["mask.tif", "scene.tif"]
 
@@ -93,8 +82,8 @@ def test_full_disk_in_a_child_process(model, scene, tmp_path):
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert (done.returncode, done.stdout) == (1, "")
-    assert done.stderr == f"glnet: error: {mask}: writing failed: {TOO_LARGE}; nothing was " \
-                          "written\n"
+    assert done.stderr == (f"glnet: error: {mask}: writing failed: {FILE_TOO_LARGE}; "
+                           "nothing was written\n")
     assert names(tmp_path) == ["scene.tif"]
 
 
@@ -103,8 +92,8 @@ def test_probabilities_that_do_not_fit_publish_nothing(model, scene, tmp_path):
     with file_size_limit(PROBABILITIES_DO_NOT_FIT):
         result = segment(scene, "-o", mask, "--probabilities", probs, "-m", model)
     assert result.exit_code == 1
-    assert result.stderr == f"glnet: error: {probs}: writing failed: {TOO_LARGE}; nothing was " \
-                            "written\n"
+    assert result.stderr == (f"glnet: error: {probs}: writing failed: {FILE_TOO_LARGE}; "
+                             "nothing was written\n")
     assert names(tmp_path) == ["scene.tif"]
 
 
@@ -153,11 +142,11 @@ def test_a_batch_scene_on_a_full_disk_fails_and_is_not_skipped_later(model, tmp_
         failed = segment(*args)
     assert failed.exit_code == 1
     mask = out / "a_mask.tif"
-    assert f"glnet: error: {mask}: writing failed: {TOO_LARGE}; nothing was written\n" in \
+    assert f"glnet: error: {mask}: writing failed: {FILE_TOO_LARGE}; nothing was written\n" in \
         failed.stderr
     [entry] = json.loads(report.read_text())
     assert (entry["status"], entry["error"], entry["exit_code"]) == (
-        "failed", f"{mask}: writing failed: {TOO_LARGE}; nothing was written", 1)
+        "failed", f"{mask}: writing failed: {FILE_TOO_LARGE}; nothing was written", 1)
     assert names(out) == []
     resumed = segment(*args, "--overwrite")  # --overwrite: the report of the failed run
     assert resumed.exit_code == 0, resumed.output
