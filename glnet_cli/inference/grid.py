@@ -50,7 +50,8 @@ def top_lefts(crops: list[Box], height: int, width: int) -> list[tuple[float, fl
 def blend_weights(size: int, margin: int) -> np.ndarray:
     """A (size, size) weight that is 1 in the middle and falls smoothly towards the edges.
 
-    A raised-cosine ramp over ``margin`` pixels on each side. Overlapping crops
+    A raised-cosine ramp over ``margin`` pixels on each side (a margin of half the
+    crop or more meets in the middle just short of 1). Overlapping crops
     summed with these weights (and divided by the summed weights) hand over
     from one crop to the next without a visible seam. Never exactly zero, so a
     pixel covered only by crop edges still gets a prediction.
