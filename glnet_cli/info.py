@@ -9,22 +9,20 @@ network, so that it plans exactly as ``glnet segment`` would.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import warnings
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import rasterio
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 
 from glnet_cli.errors import GlnetWarning, InputError, ModelFileError, RasterError
-from glnet_cli.io.raster import SceneInfo, inspect_scene
+from glnet_cli.io.raster import inspect_scene
 from glnet_cli.io.windows import Box
-
-if TYPE_CHECKING:
-    from glnet_cli.io.checkpoint import ModelInfo
 
 # torch (checkpoint, segment) is imported only where a model is read, so that
 # `glnet info scene.tif` stays light.
@@ -63,7 +61,8 @@ def describe_model(path: str | os.PathLike) -> dict[str, Any]:
 
 def describe_scene(path: str | os.PathLike) -> dict[str, Any]:
     """Size, bands, georeferencing, overviews, masks and tiling of a raster."""
-    scene = _inspect(os.fspath(path))
+    with _no_crs_warning():
+        scene = inspect_scene(os.fspath(path))
     with rasterio.open(scene.path) as src:
         colors, dtypes = [c.name for c in src.colorinterp], src.dtypes
         read_sample(src, scene.path)
@@ -96,23 +95,16 @@ def check_fit(path: str | os.PathLike, model_path: str | os.PathLike,
     import torch
 
     from glnet_cli.inference.engine import Segmenter
+    from glnet_cli.inference.fit import check_fit as fit_checks
     from glnet_cli.io.checkpoint import load_model
 
     path, model_path = os.fspath(path), os.fspath(model_path)
     model_file = load_model(model_path)
     info = model_file.info
-    scene = _inspect(path)
-    needed = info.config.in_channels
-    try:
-        used: Optional[SceneInfo] = _inspect(path, bands, needed)
-        chosen = ",".join(map(str, used.bands))
-        checks = [_check("bands", "ok",
-                         f"uses band(s) {chosen} of {scene.count}; the model takes {needed}")]
-    except RasterError as exc:
-        used = None
-        checks = [_check("bands", "fail", _reason(exc, path))]
-    checks += [_pixels_check(path), _dtype_check(info, (used or scene).dtype, path),
-               _gsd_check(info, scene)]
+    with _no_crs_warning():
+        fit = fit_checks(path, info, bands)
+    bands_check, *model_checks = [_check(c.name, c.status, c.detail) for c in fit.checks]
+    checks = [bands_check, _pixels_check(path), *model_checks]
     plan = None
     try:
         segmenter = Segmenter(model_file, torch.device("cpu"))
@@ -121,14 +113,15 @@ def check_fit(path: str | os.PathLike, model_path: str | os.PathLike,
     else:
         checks.append(_check("stage", "ok", f"would run stage {segmenter.stage} (trained "
                                             f"through stage {info.stage})"))
-        scene_plan = segmenter.plan(scene)
+        scene_plan = segmenter.plan(fit.scene)
         plan = {"context_blocks": len(scene_plan.blocks), "local_crops": len(scene_plan.crops),
                 "context_size": info.context_size, "size_p": info.size_p,
                 "overlap": segmenter.options.overlap}
     failed = [c["detail"] for c in checks if c["status"] == "fail"]
     return {"model": model_path, "fits": not failed,
             "verdict": f"does not fit: {failed[0]}" if failed else "fits",
-            "bands": list(used.bands) if used else None, "checks": checks, "plan": plan}
+            "bands": list(fit.scene.bands) if fit.bands_fit else None, "checks": checks,
+            "plan": plan}
 
 
 def read_sample(src: rasterio.DatasetReader, path: str) -> None:
@@ -163,12 +156,12 @@ def crs_name(crs: Optional[CRS]) -> Optional[str]:
     return match.group(1) if match else wkt
 
 
-def _inspect(path: str, bands: Optional[Sequence[int]] = None,
-             needed: Optional[int] = None) -> SceneInfo:
-    # A missing CRS is reported as crs None; segment's warning about it is noise here.
+@contextlib.contextmanager
+def _no_crs_warning() -> Iterator[None]:
+    """A missing CRS is reported as crs None; segment's warning about it is noise here."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GlnetWarning)
-        return inspect_scene(path, bands, needed)
+        yield
 
 
 def _check(name: str, status: str, detail: str) -> dict[str, str]:
@@ -187,35 +180,6 @@ def _pixels_check(path: str) -> dict[str, str]:
     except RasterError as exc:
         return _check("pixels", "fail", _reason(exc, path))
     return _check("pixels", "ok", "the first and last blocks read")
-
-
-def _dtype_check(info: ModelInfo, dtype: str, path: str) -> dict[str, str]:
-    scaling = info.scaling
-    try:
-        scaling.check(dtype, path)
-    except InputError as exc:
-        return _check("data type", "fail", _reason(exc, path))
-    how = (f"scales {scaling.dtype} to 0..1" if scaling.mode == "dtype-range"
-           else "scales any type with per-band statistics")
-    return _check("data type", "ok", f"{dtype}; the model {how}")
-
-
-def _gsd_check(info: ModelInfo, scene: SceneInfo) -> dict[str, str]:
-    from glnet_cli.inference.engine import GSD_RATIO_RANGE
-
-    if info.gsd is None:
-        return _check("pixel size", "unknown", "the model file records no pixel size")
-    if scene.gsd is None:
-        return _check("pixel size", "unknown",
-                      f"the scene has no projected CRS; the model was trained at {info.gsd:.3g} "
-                      "units/pixel")
-    ratio = scene.gsd / info.gsd
-    detail = f"scene {scene.gsd:.3g}, model {info.gsd:.3g} units/pixel (x{ratio:.2f})"
-    low, high = GSD_RATIO_RANGE
-    if low <= ratio <= high:
-        return _check("pixel size", "ok", detail)
-    return _check("pixel size", "warn", f"{detail}; results may suffer: resample the scene "
-                                        f"to about {info.gsd:.3g} units/pixel")
 
 
 def _json_number(value: Optional[float]) -> Optional[float | str]:

@@ -18,6 +18,7 @@ import rasterio
 import torch
 
 import glnet_cli.inference.engine as engine_module
+import glnet_cli.inference.reader as reader_module
 from benchmarks.engine_bench import standin_model_file
 from glnet_cli.classes import IGNORE_INDEX
 from glnet_cli.commands.segment import _summary_line
@@ -126,7 +127,7 @@ def expected(scene) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("stage", [2, 3])
 def test_engine_output_is_the_oracle_byte_for_byte(scene, expected, tmp_path, monkeypatch,
                                                    threads, stage):
-    monkeypatch.setattr(engine_module, "READ_THREADS", threads)
+    monkeypatch.setattr(reader_module, "READ_THREADS", threads)
     monkeypatch.setattr(engine_module, "BLEND_THREADS", threads)
     seg = _segmenter(stage)
     assert len(seg.plan(seg.inspect(scene)).blocks) > 1
