@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import glob
 import os
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from glnet_cli.errors import ENVIRONMENT_ERROR, USER_ERROR, InputError, OutputError
-from glnet_cli.inference.batch import (check_batch_outputs, expand_inputs, output_name,
-                                       run_batch, shard, write_report)
-from glnet_cli.io.paths import check_distinct, check_output
+from glnet_cli.errors import InputError
 from glnet_cli.options import (bands_opt, batch_size_opt, creation_opt, device_opt, model_opt,
                                nodata_opt, overwrite_opt, precision_opt, quiet_opt)
 from glnet_cli.progress import ProgressReporter
+from glnet_cli.tables import key_value_table, print_tables, table
 
 if TYPE_CHECKING:
-    from glnet_cli.inference.engine import PlanSummary, Segmenter, SegmentResult
+    from glnet_cli.inference.batch import SceneReport
+    from glnet_cli.inference.engine import PlanSummary, SegmentResult
 
 NO_MODEL = ("no model given: pass --model MODEL.pt or set GLNET_MODEL=/path/to/model.pt "
             "(train one with 'glnet train', or convert the released reference models with "
@@ -75,97 +71,49 @@ def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str
     """
     if not model_path:
         raise InputError(NO_MODEL)
+    from glnet_cli.inference.batch import batch_exit_code, resolve_outputs, segment_many, shard
     from glnet_cli.inference.engine import SegmentOptions, Segmenter
     from glnet_cli.io.checkpoint import load_model  # torch: here, so that --help starts at once
+    from glnet_cli.io.writer import output_options
     from glnet_cli.training.distributed import distributed
 
-    batch = (len(inputs) > 1 or os.path.isdir(output) or output.endswith(("/", os.sep))
-             or any(os.path.isdir(i) or glob.has_magic(i) or i.startswith("@") for i in inputs))
+    if not dry_run:  # refused now, not after hours of work
+        output_options(creation_options, cog)
+    resolved = resolve_outputs(inputs, output, probabilities, report, overwrite=overwrite,
+                               prepare=not dry_run)
     options = SegmentOptions(int(stage) if stage else None, batch_size, overlap, precision, bands,
                              nodata)
-    scenes = expand_inputs(inputs) if batch else list(inputs)
-    if not dry_run:  # refused now, not after hours of work
-        from glnet_cli.io.writer import output_options  # rasterio: here, so --help starts at once
-
-        output_options(creation_options, cog)
-        if batch:
-            _check_batch_outputs(scenes, output, probabilities, report, overwrite)
-        else:
-            check_distinct([output, probabilities], scenes)
     with distributed(device) as dist_ctx:
         segmenter = Segmenter(load_model(model_path, dist_ctx.device), dist_ctx.device, options)
         if dry_run:
-            for scene in shard(scenes, dist_ctx.rank, dist_ctx.world_size):
-                _print_plan(segmenter.dry_run(scene))
+            for job in shard(resolved.jobs, dist_ctx.rank, dist_ctx.world_size):
+                _print_plan(segmenter.dry_run(job.scene))
             return
-        if not batch:
-            result = _run_one(segmenter, scenes[0], output, quiet, overwrite=overwrite, cog=cog,
-                              probabilities=probabilities, creation_options=creation_options)
+        if not resolved.batch:
+            job = resolved.jobs[0]
+            with _progress(job.scene, quiet) as progress:
+                result = segmenter.run(job.scene, job.mask, overwrite=overwrite, cog=cog,
+                                       probabilities=job.probabilities,
+                                       creation_options=creation_options, progress=progress)
             click.echo(_summary_line(result))
             return
-
-        def segment_one(scene: str, mask: str) -> tuple[float, float]:
-            result = _run_one(segmenter, scene, mask, quiet, overwrite=overwrite, cog=cog,
-                              probabilities=_probabilities_name(scene, probabilities),
-                              creation_options=creation_options)
-            click.echo(_summary_line(result), err=True)
-            return result.seconds, result.mpx_per_s
-
-        reports = run_batch(shard(scenes, dist_ctx.rank, dist_ctx.world_size),
-                            lambda scene: output_name(scene, output), segment_one,
-                            skip_existing=skip_existing, fail_fast=fail_fast)
-        for item in reports:
-            if item.status == "failed":
-                click.echo(f"glnet: error: {item.error}", err=True)
-        reports = dist_ctx.gather(reports)
+        reports = segment_many(
+            segmenter, resolved.jobs, skip_existing=skip_existing, fail_fast=fail_fast,
+            report=report, overwrite=overwrite, team=dist_ctx,
+            progress=lambda scene: _progress(scene, quiet),
+            on_result=lambda result: click.echo(_summary_line(result), err=True),
+            on_failure=lambda failed: click.echo(f"glnet: error: {failed.error}", err=True),
+            cog=cog, creation_options=creation_options)
         if not dist_ctx.is_main:
             return
-        if report:
-            write_report(report, reports, overwrite=overwrite)
         _print_batch(reports)
-        failures = {r.exit_code for r in reports if r.status == "failed"}
-        if failures:
-            # A failing environment (full disk) outranks bad input: retrying elsewhere may help.
-            raise click.exceptions.Exit(ENVIRONMENT_ERROR if ENVIRONMENT_ERROR in failures
-                                        else USER_ERROR)
+        exit_code = batch_exit_code(reports)
+        if exit_code:
+            raise click.exceptions.Exit(exit_code)
 
 
-def _run_one(segmenter: Segmenter, scene: str, output: str, quiet: bool,
-             **kwargs: object) -> SegmentResult:
-    with ProgressReporter(f"segment {os.path.basename(scene)}", quiet,
-                          unit="crop passes") as report:
-        return segmenter.run(scene, output, progress=report, **kwargs)
-
-
-def _check_batch_outputs(scenes: list[str], output: str, probabilities: Optional[str],
-                         report: Optional[str], overwrite: bool) -> None:
-    """Make the output folders; refuse a report in the way and outputs that are inputs."""
-    _prepare_folder(output)
-    if probabilities:
-        _prepare_folder(probabilities)
-    if report:
-        check_output(report, overwrite)
-    check_batch_outputs(scenes, lambda scene: (output_name(scene, output),
-                                               _probabilities_name(scene, probabilities)),
-                        [report])
-
-
-def _probabilities_name(scene: str, folder: Optional[str]) -> Optional[str]:
-    return output_name(scene, folder, "_probs") if folder else None
-
-
-def _prepare_folder(folder: str) -> None:
-    parent = os.path.dirname(os.path.abspath(folder))
-    if not os.path.isdir(parent):
-        problem = "is not a folder" if os.path.exists(parent) else "does not exist"
-        raise OutputError(f"{folder}: its parent folder {parent} {problem}")
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{folder}: cannot make the output folder: "
-                          f"{exc.strerror or exc}") from None
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"{folder}: output folder is not writable")
+def _progress(scene: str, quiet: bool) -> ProgressReporter:
+    return ProgressReporter(f"segment {os.path.basename(scene)}", quiet, unit="crop passes")
 
 
 def _summary_line(result: SegmentResult) -> str:
@@ -184,20 +132,17 @@ def _summary_line(result: SegmentResult) -> str:
 
 def _print_plan(summary: PlanSummary) -> None:
     scene, plan = summary.scene, summary.plan
-    table = Table(title=f"plan for {scene.path}")
-    table.add_column("item")
-    table.add_column("value", justify="right")
     rows = [("size", f"{scene.width} x {scene.height} px, {len(scene.bands)} band(s) "
                      f"{scene.dtype}"),
             ("overviews", ", ".join(map(str, scene.overviews)) or "none"),
-            ("stage", str(summary.stage)),
-            ("context blocks", str(len(plan.blocks))),
-            ("local crops", str(len(plan.crops))),
-            ("crops empty (estimate)", str(summary.crops_empty)),
-            ("crop passes to run", str(summary.crops_to_run)),
-            ("output tiles", str(len(plan.tiles))),
+            ("stage", summary.stage),
+            ("context blocks", len(plan.blocks)),
+            ("local crops", len(plan.crops)),
+            ("crops empty (estimate)", summary.crops_empty),
+            ("crop passes to run", summary.crops_to_run),
+            ("output tiles", len(plan.tiles)),
             ("precision", summary.precision),
-            ("crops per forward pass", str(summary.batch_size))]
+            ("crops per forward pass", summary.batch_size)]
     memory = summary.memory
     rows += [(f"  memory: {part}", f"{mb:.0f} MB") for part, mb in memory.host.items()]
     if memory.reached_mb > sum(memory.host.values()):
@@ -206,18 +151,12 @@ def _print_plan(summary: PlanSummary) -> None:
     if memory.gpu is not None:
         rows += [(f"  GPU memory: {part}", f"{mb:.0f} MB") for part, mb in memory.gpu.items()]
         rows.append(("estimated peak GPU memory", f"{memory.gpu_mb:.0f} MB"))
-    for name, value in rows:
-        table.add_row(name, value)
-    Console().print(table)
+    print_tables(key_value_table(f"plan for {scene.path}", rows, right=True))
 
 
-def _print_batch(reports: Sequence) -> None:
-    table = Table(title="batch summary")
-    for column in ("scene", "status", "seconds", "Mpx/s", "error"):
-        table.add_column(column)
-    for r in reports:
-        table.add_row(os.path.basename(r.input), r.status, f"{r.seconds:.1f}",
-                      f"{r.mpx_per_s:.2f}", r.error or "")
+def _print_batch(reports: Sequence[SceneReport]) -> None:
+    print_tables(table("batch summary", ("scene", "status", "seconds", "Mpx/s", "error"), (
+        (os.path.basename(r.input), r.status, f"{r.seconds:.1f}", f"{r.mpx_per_s:.2f}", r.error)
+        for r in reports)))
     counts = {s: sum(r.status == s for r in reports) for s in ("ok", "skipped", "failed")}
-    Console().print(table)
     click.echo(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed")
