@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import resource
+import warnings
 from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
 import rasterio
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine
 
 #: A UTM-like grid: 0.5 m pixels, north-up.
@@ -158,3 +160,61 @@ def file_size_limit(limit: int) -> Iterator[None]:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+#: (height, width) of the tiles :func:`make_tiles` writes, in turn.
+TILE_SIZES = [(64, 96), (80, 80), (96, 64)]
+
+
+def tile_arrays(height: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A 3-band uint8 image whose colour gives away the class (0, 1, 2) of each pixel."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((height, width), np.uint8)
+    mask[height // 4: height // 2, width // 3: 2 * width // 3] = 1
+    mask[height // 2 + 8:, : width // 4] = 2
+    mask[: height // 5, width // 2:] = 2
+    colours = np.array([[60, 90, 60], [200, 190, 180], [30, 60, 160]], np.uint8)
+    image = colours[mask].transpose(2, 0, 1).astype(np.int16)
+    image += rng.integers(-25, 25, image.shape).astype(np.int16)
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+def make_tiles(root: Path, count: int = 6, layout: str = "folders", seed: int = 0) -> Path:
+    """``count`` tiles of 64-96 pixels: GeoTIFFs in images/ + masks/, or DeepGlobe JPEG/PNG."""
+    from glnet_cli.classes import DEEPGLOBE
+
+    if layout == "folders":
+        (root / "images").mkdir(parents=True)
+        (root / "masks").mkdir()
+    else:
+        root.mkdir(parents=True)
+    for i in range(count):
+        image, mask = tile_arrays(*TILE_SIZES[i % len(TILE_SIZES)], seed=seed + i)
+        if layout == "folders":
+            write_raster(root / "images" / f"tile{i}.tif", image)
+            write_raster(root / "masks" / f"tile{i}.tif", mask)
+        else:
+            rgb = np.array([DEEPGLOBE.classes[c].color for c in (1, 2, 5)], np.uint8)[mask]
+            write_plain(root / f"{i}_sat.jpg", image)
+            write_plain(root / f"{i}_mask.png", rgb.transpose(2, 0, 1))
+    return root
+
+
+def write_plain(path: Path, array: np.ndarray) -> None:
+    """A PNG or JPEG without georeferencing, as DeepGlobe ships its tiles."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        write_raster(path, array, crs=None, transform=Affine.identity(),
+                     driver="JPEG" if path.suffix == ".jpg" else "PNG")
+
+
+def checked_tiles(root: Path, classes=None, min_size: int = 1):
+    """The tiles of a folder as training checks them: (tiles, problems, bands, classes)."""
+    from glnet_cli.training.tile_set import check_tiles, infer_classes
+    from glnet_cli.training.tiles import TileInfo, discover_tiles, inspect_pairs
+
+    pairs, problems = discover_tiles(root)
+    infos = inspect_pairs(pairs, classes, min_size)
+    classes = classes or infer_classes([i for i in infos if isinstance(i, TileInfo)], 255)
+    tiles, more, bands = check_tiles(infos, classes, 255)
+    return tiles, problems + more, bands, classes

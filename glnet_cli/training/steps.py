@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from glnet_cli.training.data import Sample
+from glnet_cli.training.dataset import Sample
 from models.fpn import Pyramid, SharedFeatures, resize
 from models.glnet import FMREG_WEIGHT, GLNet, Ratio, TopLefts
 from models.losses import FocalLoss
