@@ -21,8 +21,7 @@ from click.testing import CliRunner
 from glnet_cli.cli import main
 from glnet_cli.io.checkpoint import load_model
 from glnet_cli.training.train import TrainConfig, train
-from tests.helpers import write_raster
-from tests.test_data import make_tiles, tile_arrays
+from tests.helpers import make_tiles, tile_arrays, write_raster
 
 TINY = dict(backbone="resnet18", width=16, size_g=64, size_p=32, epochs=(1, 1, 1), lr=(1e-3,),
             batch_size=2, sub_batch_size=5, pretrained="none", num_workers=0, device="cpu",

@@ -16,7 +16,8 @@ from glnet_cli.training.settings import (BACKBONES, DEFAULT_OUTPUT, PAPER_EPOCHS
                                          SIZE_RANGE, WEIGHT_DECAY)
 
 if TYPE_CHECKING:
-    from glnet_cli.training.train import EpochRecord, TrainResult
+    from glnet_cli.training.loop import TrainResult
+    from glnet_cli.training.state import EpochRecord
 
 
 class PerStageType(click.ParamType):

@@ -1,0 +1,232 @@
+"""A training run set up: its options resolved, its data checked, its model built.
+
+Everything that can be wrong with the options, the tiles or the starting model
+fails here, before the first step; :class:`RunSetup` then describes the run
+completely, and the loop (:mod:`glnet_cli.training.loop`) only trains.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import warnings
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import numpy as np
+
+from glnet_cli.classes import ClassTable, load_class_table
+from glnet_cli.errors import DataError, GlnetWarning, InputError, PretrainedWeightsMissing
+from glnet_cli.io.checkpoint import ModelFile, ModelInfo, load_model
+from glnet_cli.io.paths import check_distinct, check_output
+from glnet_cli.training.config import TrainConfig
+from glnet_cli.training.dataset import ReadSpec, split_by_name
+from glnet_cli.training.distributed import DistContext
+from glnet_cli.training.state import TrainingState, seed_everything
+from glnet_cli.training.tile_set import (check_tiles, infer_classes, measure_scaling,
+                                         settle_problems)
+from glnet_cli.training.tiles import TileInfo, discover_tiles, inspect_pairs
+from models.backbone import PretrainedWeightsUnavailable, fetch_imagenet
+from models.glnet import GLNet
+
+log = logging.getLogger(__name__)
+
+#: Architecture defaults, used unless --init/--resume names a model.
+DEFAULTS = {"backbone": "resnet50", "width": 256, "size_g": 508, "size_p": 508}
+
+
+@dataclass
+class RunSetup:
+    """One training run, resolved: options, device, data, model and the files it writes."""
+
+    config: TrainConfig
+    ctx: DistContext
+    #: ``MODEL.best.pt`` and ``MODEL.metrics.jsonl`` beside ``config.output``.
+    best_path: str
+    log_path: str
+    train_tiles: list[TileInfo]
+    val_tiles: list[TileInfo]
+    spec: ReadSpec
+    model: GLNet
+    info: ModelInfo
+    #: Read from the model file when resuming, else a fresh one.
+    state: TrainingState
+
+
+def companion_paths(output: str) -> tuple[str, str]:
+    """``MODEL.best.pt`` and ``MODEL.metrics.jsonl`` beside ``MODEL.pt``."""
+    root, ext = os.path.splitext(output)
+    return f"{root}.best{ext or '.pt'}", f"{root}.metrics.jsonl"
+
+
+def prepare_run(config: TrainConfig, ctx: DistContext, show_download: bool) -> RunSetup:
+    """Resolve ``config`` (or the run it resumes), check the tiles, build the model.
+
+    Args:
+        show_download: Draw a progress bar if ImageNet weights are downloaded.
+
+    Raises:
+        GlnetError: Bad tiles, options or model files.
+    """
+    best_path, log_path = companion_paths(config.output)
+    config, start, state = _starting_point(config, ctx, best_path, log_path)
+    seed_everything(config.seed)
+    known = start.info if start else None
+    backbone, width, size_g, size_p = _architecture(config, known)
+    train_tiles, val_tiles, spec = _load_data(config, ctx, known, size_g, size_p)
+    model, started_from = _build_model(config, ctx, start, spec, backbone, width, show_download)
+    model = model.to(ctx.device)
+    info = _describe(config, ctx, known, model, spec, train_tiles, len(val_tiles), started_from)
+    # A resumed run records its options as they are now (with this run's runtime options).
+    state = replace(state, config=config.to_plain()) if state else TrainingState(config.to_plain())
+    return RunSetup(config, ctx, best_path, log_path, train_tiles, val_tiles, spec, model, info,
+                    state)
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, GlnetWarning, stacklevel=2)
+
+
+def _starting_point(config: TrainConfig, ctx: DistContext, best_path: str, log_path: str
+                    ) -> tuple[TrainConfig, Optional[ModelFile], Optional[TrainingState]]:
+    """The run's options, and the model (and training state) it starts from."""
+    if config.resume and config.init:
+        raise InputError("--resume continues the run in the output file; leave out --init")
+    if config.resume:
+        start = load_model(config.output)
+        if start.training_state is None:
+            raise InputError(f"{config.output}: holds no training state to --resume")
+        state = TrainingState.from_dict(start.training_state)
+        return config.resumed(state.config), start, state
+    check_distinct([config.output, best_path, log_path],
+                   [config.init, _model_file(config.pretrained)])
+    if ctx.is_main:
+        check_output(config.output, config.overwrite, [best_path, log_path])
+    start = load_model(config.init) if config.init else None
+    first = config.stages[0]
+    if first > 1 and (start is None or start.info.stage < first - 1):
+        raise InputError(f"--stage {first} starts from a model that completed stage "
+                         f"{first - 1}: give it with --init MODEL.pt (or use --resume)")
+    return config, start, None
+
+
+def _architecture(config: TrainConfig, known: Optional[ModelInfo]) -> tuple[str, int, int, int]:
+    """backbone, width, size_g, size_p: as given, else the starting model's, else defaults."""
+    values = dict(DEFAULTS)
+    if known:
+        values = {"backbone": known.config.backbone, "width": known.config.width,
+                  "size_g": known.size_g, "size_p": known.size_p}
+    for name, value in values.items():
+        given = getattr(config, name)
+        if known and given is not None and given != value:
+            raise InputError(f"--{name.replace('_', '-')} {given} differs from the starting "
+                             f"model's {value}; leave it out")
+        values[name] = value if given is None else given
+    return values["backbone"], values["width"], values["size_g"], values["size_p"]
+
+
+def _checked(config: TrainConfig, ctx: DistContext, folder: str, classes: Optional[ClassTable],
+             bands: Optional[tuple[int, ...]], size_p: int
+             ) -> tuple[list[TileInfo], ClassTable, tuple]:
+    """Every pair of a folder checked (split across ranks); problems stop the run."""
+    pairs, problems = discover_tiles(folder)
+    min_size = size_p if max(config.stages) >= 2 else 1
+    mine = inspect_pairs(pairs[ctx.rank::ctx.world_size], classes, min_size, config.num_workers)
+    infos = sorted(ctx.gather(mine), key=lambda i: i.name)
+    if classes is None:
+        classes = infer_classes([i for i in infos if isinstance(i, TileInfo)],
+                                config.ignore_index)
+        log.info("%d classes found in the masks of %s", len(classes), folder)
+    if config.ignore_index < len(classes):
+        raise InputError(f"--ignore-index {config.ignore_index} is a class id "
+                         f"(0..{len(classes) - 1})")
+    tiles, more, bands = check_tiles(infos, classes, config.ignore_index, bands)
+    settle_problems(problems + more, config.skip_bad, folder,
+                    _warn if ctx.is_main else log.debug)
+    if not tiles:
+        raise DataError(f"{folder}: no usable tile pairs")
+    return tiles, classes, bands
+
+
+def _load_data(config: TrainConfig, ctx: DistContext, known: Optional[ModelInfo], size_g: int,
+               size_p: int) -> tuple[list[TileInfo], list[TileInfo], ReadSpec]:
+    classes = load_class_table(config.classes) if config.classes else None
+    if known and classes and classes.to_list() != known.classes.to_list():
+        raise InputError(f"--classes {config.classes} differs from the starting model's classes")
+    classes = classes or (known.classes if known else None)
+    tiles, classes, bands = _checked(config, ctx, config.tiles, classes, config.bands, size_p)
+    if config.val:
+        train_tiles = tiles
+        val_tiles = _checked(config, ctx, config.val, classes, bands, size_p)[0]
+    else:
+        train_tiles, val_tiles = split_by_name(tiles, config.val_split)
+    if known:
+        known.scaling.check(train_tiles[0].dtype, config.tiles)
+        if len(bands) != known.config.in_channels:
+            raise InputError(f"the starting model takes {known.config.in_channels} bands, "
+                             f"the tiles give {len(bands)}; choose them with --bands")
+    scaling = known.scaling if known else measure_scaling(train_tiles, bands)
+    log.info("%d training tiles, %d validation tiles", len(train_tiles), len(val_tiles))
+    spec = ReadSpec(bands, scaling, classes, config.ignore_index, size_g, size_p)
+    return train_tiles, val_tiles, spec
+
+
+def _build_model(config: TrainConfig, ctx: DistContext, start: Optional[ModelFile],
+                 spec: ReadSpec, backbone: str, width: int, show_download: bool
+                 ) -> tuple[GLNet, Optional[str]]:
+    """The network to train, and what its weights started from (for the provenance).
+
+    A resumed run keeps its own record of where its weights started.
+    """
+    started_from = (start.info.provenance.get("pretrained") if start and config.resume
+                    else config.pretrained)
+    if start:
+        return start.model, started_from
+    build = functools.partial(GLNet, len(spec.classes), backbone, len(spec.bands), width)
+    if config.pretrained in (None, "imagenet"):
+        try:
+            fetch_imagenet(backbone, progress=show_download)
+            return build(pretrained="imagenet"), "imagenet"
+        except PretrainedWeightsUnavailable as exc:
+            if config.pretrained == "imagenet":
+                raise PretrainedWeightsMissing(str(exc)) from None
+            (_warn if ctx.is_main else log.debug)(
+                f"ImageNet weights for {backbone} could not be loaded ({exc.reason}); "
+                "starting from random weights")
+            started_from = "none"
+    model = build(pretrained=None)
+    if _model_file(config.pretrained):
+        source = load_model(config.pretrained).model.state_dict()
+        own = model.state_dict()
+        fitting = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+        if not fitting:
+            raise InputError(f"{config.pretrained}: no weights fit this architecture")
+        model.load_state_dict(fitting, strict=False)
+        log.info("%d of %d tensors from %s", len(fitting), len(own), config.pretrained)
+    return model, started_from
+
+
+def _describe(config: TrainConfig, ctx: DistContext, known: Optional[ModelInfo], model: GLNet,
+              spec: ReadSpec, tiles: list[TileInfo], n_val: int,
+              started_from: Optional[str]) -> ModelInfo:
+    """The model file's metadata: architecture, classes, scaling, context, provenance."""
+    gsds = [t.gsd for t in tiles if t.gsd]
+    provenance = {
+        "tiles": os.path.abspath(config.tiles), "n_tiles": len(tiles),
+        "val": os.path.abspath(config.val) if config.val else None,
+        "val_split": config.val_split, "n_val": n_val, "stages": config.stages,
+        "epochs": list(config.epochs), "lr": list(config.lr), "batch_size": config.batch_size,
+        "sub_batch_size": config.sub_batch_size, "seed": config.seed,
+        "world_size": ctx.world_size, "pretrained": started_from, "init": config.init}
+    return ModelInfo(
+        config=model.config, classes=spec.classes, size_g=spec.size_g, size_p=spec.size_p,
+        scaling=spec.scaling,
+        context_size=int(np.median([s for t in tiles for s in (t.height, t.width)])),
+        stage=known.stage if known else 0,
+        gsd=float(np.median(gsds)) if gsds else None, provenance=provenance)
+
+
+def _model_file(pretrained: Optional[str]) -> Optional[str]:
+    """``--pretrained`` when it names a model file (not imagenet or none)."""
+    return None if pretrained in (None, "imagenet", "none") else pretrained
