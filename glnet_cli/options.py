@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import click
 
@@ -90,11 +90,23 @@ class BatchSizeType(click.ParamType):
         return size
 
 
-batch_size_opt = click.option(
-    "--batch-size", type=BatchSizeType(), default="auto", show_default=True,
-    help="Local crops per forward pass; auto: as many as fit 1.5 GB (host memory on the "
-         "CPU, GPU memory on CUDA), up to 6 (on a CPU, only as many as still buy speed: "
-         "one crop of the paper's network).")
+def batch_size_option(help: str, default: Optional[int] = None) -> Callable[[Any], Any]:
+    """``--batch-size``: ``auto`` or a number by default; given a ``default``, a number only.
+
+    Segment's batch is crops per pass, which ``auto`` sizes to the memory;
+    train's is tiles per optimiser step, which changes the training itself.
+    """
+    if default is None:
+        return click.option("--batch-size", type=BatchSizeType(), default="auto",
+                            show_default=True, help=help)
+    return click.option("--batch-size", type=click.IntRange(min=1), default=default,
+                        show_default=True, help=help)
+
+
+batch_size_opt = batch_size_option(
+    "Local crops per forward pass; auto: as many as fit 1.5 GB (host memory on the "
+    "CPU, GPU memory on CUDA), up to 6 (on a CPU, only as many as still buy speed: "
+    "one crop of the paper's network).")
 nodata_opt = click.option(
     "--nodata", type=float, default=None, metavar="VALUE",
     help="The input's nodata value (a number or nan) when its file declares none; "

@@ -9,8 +9,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from glnet_cli.options import (bands_opt, classes_opt, device_opt, overwrite_opt,
-                               precision_opt, quiet_opt)
+from glnet_cli.options import (bands_opt, batch_size_option, classes_opt, device_opt,
+                               overwrite_opt, precision_opt, quiet_opt)
 from glnet_cli.progress import ProgressReporter, stderr_console
 from glnet_cli.training.settings import (BACKBONES, DEFAULT_OUTPUT, PAPER_EPOCHS, PAPER_LR,
                                          SIZE_RANGE, WEIGHT_DECAY)
@@ -101,8 +101,7 @@ def _summary(result: TrainResult) -> None:
               help="Side of the global view [default: 508, or the --init model's].")
 @click.option("--size-p", type=click.IntRange(*SIZE_RANGE), default=None,
               help="Side of a local crop [default: 508, or the --init model's].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=6, show_default=True,
-              help="Tiles per optimiser step (per process under torchrun).")
+@batch_size_option("Tiles per optimiser step (per process under torchrun).", default=6)
 @click.option("--sub-batch-size", type=click.IntRange(min=1), default=6, show_default=True,
               help="Crops of one tile per pass through the local branch.")
 @click.option("--val", type=click.Path(file_okay=False), default=None,
