@@ -96,11 +96,9 @@ def batch_size_option(help: str, default: Optional[int] = None) -> Callable[[Any
     Segment's batch is crops per pass, which ``auto`` sizes to the memory;
     train's is tiles per optimiser step, which changes the training itself.
     """
-    if default is None:
-        return click.option("--batch-size", type=BatchSizeType(), default="auto",
-                            show_default=True, help=help)
-    return click.option("--batch-size", type=click.IntRange(min=1), default=default,
-                        show_default=True, help=help)
+    size = BatchSizeType() if default is None else click.IntRange(min=1)
+    return click.option("--batch-size", type=size, default=default or "auto", show_default=True,
+                        help=help)
 
 
 batch_size_opt = batch_size_option(
