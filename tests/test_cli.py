@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from glnet_cli.cli import gdal_config, main
 from glnet_cli.commands import COMMANDS
+from glnet_cli.tables import key_value_table, print_tables, table
 from tests.helpers import write_raster
 
 #: Runs glnet in a fresh interpreter, then names the heavy libraries it imported.
@@ -144,6 +145,24 @@ def test_config_needs_name_equals_value():
     result = invoke("--config", "EMPTY_DIR", "info", "x.tif")
     assert result.exit_code == 2
     assert "Invalid value for '--config': 'EMPTY_DIR': expected KEY=VALUE" in result.stderr
+
+
+# -- tables --------------------------------------------------------------------
+
+def test_tables_show_cells_as_text_aligned_as_asked(capsys):
+    print_tables(table("counts", ("name", "count"), [("a", 1), ("bb", None)], right={"count"}),
+                 key_value_table("settings", [("gsd", None), ("bands", 3)]), "after them")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].strip() == "counts"
+    assert lines[4:6] == ["│ a    │     1 │", "│ bb   │       │"]
+    assert "│ gsd   │ none  │" in lines and "│ bands │ 3     │" in lines
+    assert lines[-1] == "after them"
+
+
+def test_tables_go_to_stderr_when_stdout_carries_data(capsys):
+    print_tables(key_value_table("plan", [("crops", 12)], right=True), err=True)
+    captured = capsys.readouterr()
+    assert captured.out == "" and "│ crops │    12 │" in captured.err
 
 
 # -- shell completion ----------------------------------------------------------

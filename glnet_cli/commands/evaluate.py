@@ -7,11 +7,10 @@ import math
 from typing import TYPE_CHECKING, Optional
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from glnet_cli.options import IntListType, classes_opt, overwrite_opt, quiet_opt
 from glnet_cli.progress import ProgressReporter
+from glnet_cli.tables import print_tables, table
 
 if TYPE_CHECKING:
     from glnet_cli.evaluation.evaluate import EvaluationResult
@@ -86,22 +85,19 @@ def evaluate_command(prediction: str, truth: str, classes: Optional[str],
 
 def _print_tables(result: EvaluationResult) -> None:
     cm = result.confusion
-    scores = Table("id", "class", "IoU", "F1", "precision", "recall", title="Per-class scores")
-    for i, name in enumerate(result.class_names):
-        scores.add_row(str(i), name,
-                       *(_fmt(v[i]) for v in (cm.iou, cm.f1, cm.precision, cm.recall)))
-    confusion = Table("truth \\ pred", title="Confusion matrix (pixels)")
-    for i in range(cm.n_classes):
-        confusion.add_column(str(i), justify="right")
-    for i, (name, row) in enumerate(zip(result.class_names, cm.matrix)):
-        confusion.add_row(f"{i} {name}", *(f"{int(v):,}" for v in row))
-    console = Console()
-    console.print(scores, confusion)
-    console.print(f"mIoU: {_fmt(cm.miou)}\npixel accuracy: {_fmt(cm.accuracy)}\n"
-                  f"scored pixels: {cm.total:,}\n"
-                  f"unlabelled prediction pixels: {result.unlabelled_pixels:,}")
+    scores = table("Per-class scores", ("id", "class", "IoU", "F1", "precision", "recall"), (
+        (i, name, *(_fmt(v[i]) for v in (cm.iou, cm.f1, cm.precision, cm.recall)))
+        for i, name in enumerate(result.class_names)))
+    predicted = [str(i) for i in range(cm.n_classes)]
+    confusion = table("Confusion matrix (pixels)", ("truth \\ pred", *predicted), (
+        (f"{i} {name}", *(f"{int(v):,}" for v in row))
+        for i, (name, row) in enumerate(zip(result.class_names, cm.matrix))), right=predicted)
+    totals = [f"mIoU: {_fmt(cm.miou)}", f"pixel accuracy: {_fmt(cm.accuracy)}",
+              f"scored pixels: {cm.total:,}",
+              f"unlabelled prediction pixels: {result.unlabelled_pixels:,}"]
     if cm.ignore_classes:
-        console.print(f"ignored classes: {', '.join(map(str, cm.ignore_classes))}")
+        totals.append(f"ignored classes: {', '.join(map(str, cm.ignore_classes))}")
+    print_tables(scores, confusion, "\n".join(totals))
 
 
 def _fmt(value: float) -> str:

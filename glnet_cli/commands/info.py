@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from glnet_cli.errors import USER_ERROR
 from glnet_cli.options import bands_opt
+from glnet_cli.tables import key_value_table, print_tables, table
 
 
 @click.command("info")
@@ -67,13 +66,6 @@ def info_command(ctx: click.Context, path: str, model_path: Optional[str],
         ctx.exit(USER_ERROR)
 
 
-def _table(title: str, rows: Iterable[tuple[str, Any]]) -> Table:
-    table = Table("item", "value", title=title)
-    for name, value in rows:
-        table.add_row(name, "none" if value is None else str(value))
-    return table
-
-
 def _compact(value: Any) -> str:
     """Scalars as they are, nested values as compact JSON."""
     if isinstance(value, (dict, list, tuple)):
@@ -81,53 +73,55 @@ def _compact(value: Any) -> str:
     return str(value)
 
 
+def _swatch(color: list[int]) -> str:
+    """A patch of the class colour (on a terminal), then its RGB numbers."""
+    rgb = ",".join(map(str, color))
+    return f"[on rgb({rgb})]  [/] {rgb}"
+
+
 def _print_model(m: dict[str, Any]) -> None:
     arch, context, scaling = m["architecture"], m["context"], m["input_scaling"]
-    overview = _table(f"model file {m['path']}", [
+    overview = key_value_table(f"model file {m['path']}", [
         ("format version", m["format_version"]), ("backbone", arch["backbone"]),
         ("input bands", arch["in_channels"]), ("FPN width", arch["width"]),
         ("size_g (global view)", arch["size_g"]), ("size_p (local crop)", arch["size_p"]),
         ("context size (full-res px)", context["size"]), ("gsd (units/pixel)", context["gsd"]),
         ("stage reached", m["stage"]),
         ("local-to-global branch", "yes" if m["l2g"] else "no")])
-    classes = Table("id", "name", "colour", title=f"{len(m['classes'])} classes")
-    for c in m["classes"]:
-        rgb = ",".join(map(str, c["color"]))
-        classes.add_row(str(c["id"]), c["name"], f"[on rgb({rgb})]  [/] {rgb}")
-    bands = Table("band", "offset", "scale",
-                  title=f"input scaling: {scaling['mode']}, {scaling['dtype']}")
-    for i, (offset, scale) in enumerate(zip(scaling["offset"], scaling["scale"]), start=1):
-        bands.add_row(str(i), f"{offset:g}", f"{scale:.6g}")
-    provenance = _table("training provenance",
-                        [(k, _compact(v)) for k, v in m["provenance"].items()] or
-                        [("(none recorded)", "")])
-    Console().print(overview, classes, bands, provenance)
+    classes = table(f"{len(m['classes'])} classes", ("id", "name", "colour"),
+                    ((c["id"], c["name"], _swatch(c["color"])) for c in m["classes"]))
+    bands = table(f"input scaling: {scaling['mode']}, {scaling['dtype']}",
+                  ("band", "offset", "scale"),
+                  ((i, f"{offset:g}", f"{scale:.6g}") for i, (offset, scale)
+                   in enumerate(zip(scaling["offset"], scaling["scale"]), start=1)))
+    provenance = key_value_table("training provenance",
+                                 [(k, _compact(v)) for k, v in m["provenance"].items()] or
+                                 [("(none recorded)", "")])
+    print_tables(overview, classes, bands, provenance)
 
 
 def _print_scene(s: dict[str, Any]) -> None:
     units = s["units"] or "units"
-    overview = _table(f"scene {s['path']}", [
+    overview = key_value_table(f"scene {s['path']}", [
         ("size", f"{s['width']} x {s['height']} px"), ("bands", s["count"]), ("crs", s["crs"]),
         ("pixel size", f"{s['pixel_size'][0]:.6g} x {s['pixel_size'][1]:.6g} {units}"),
         ("transform", ", ".join(f"{v:.10g}" for v in s["transform"])),
         ("overviews", ", ".join(map(str, s["overviews"])) or None), ("nodata", s["nodata"]),
         ("block shape", " x ".join(map(str, s["block_shape"])))])
-    bands = Table("band", "dtype", "colour", "mask flags", title="bands")
-    for b in s["bands"]:
-        bands.add_row(str(b["band"]), b["dtype"], b["color"], ", ".join(b["mask_flags"]))
+    bands = table("bands", ("band", "dtype", "colour", "mask flags"),
+                  ((b["band"], b["dtype"], b["color"], ", ".join(b["mask_flags"]))
+                   for b in s["bands"]))
     tables = [overview, bands]
     fit = s.get("fit")
     if fit:
-        checks = Table("check", "status", "detail", title=f"fit of {fit['model']}")
-        for c in fit["checks"]:
-            checks.add_row(c["name"], c["status"], c["detail"])
-        tables.append(checks)
+        tables.append(table(f"fit of {fit['model']}", ("check", "status", "detail"),
+                            ((c["name"], c["status"], c["detail"]) for c in fit["checks"])))
     if fit and fit["plan"]:
         plan = fit["plan"]
-        tables.append(_table("work a run would plan", [
+        tables.append(key_value_table("work a run would plan", [
             ("context blocks", f"{plan['context_blocks']} ({plan['context_size']} px a side)"),
             ("local crops", f"{plan['local_crops']} ({plan['size_p']} px a side)"),
             ("least crop overlap", f"{plan['overlap']} px")]))
-    Console().print(*tables)
+    print_tables(*tables)
     if fit:
         click.echo(fit["verdict"])

@@ -1,4 +1,9 @@
-"""``glnet segment``: one scene to one mask, or a batch of scenes to a folder of masks."""
+"""``glnet segment``: one scene to one mask, or a batch of scenes to a folder of masks.
+
+The longest command (~160 lines), for its twenty options and its two
+displays (the dry run's plan, each scene's summary line); the work is
+``inference.batch.resolve_outputs`` / ``segment_many`` and ``Segmenter.run``.
+"""
 
 from __future__ import annotations
 
@@ -53,8 +58,8 @@ NO_MODEL = ("no model given: pass --model MODEL.pt or set GLNET_MODEL=/path/to/m
 def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str],
                     stage: Optional[str], batch_size: int, overlap: Optional[int], device: str,
                     precision: str, bands: Optional[list[int]], nodata: Optional[float],
-                    cog: bool,
-                    probabilities: Optional[str], creation_options: Sequence[tuple[str, str]],
+                    cog: bool, probabilities: Optional[str],
+                    creation_options: Sequence[tuple[str, str]],
                     overwrite: bool, skip_existing: bool, fail_fast: bool, report: Optional[str],
                     dry_run: bool, quiet: bool) -> None:
     """Segment GeoTIFF scenes into georeferenced class masks with GLNet.

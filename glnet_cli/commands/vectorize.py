@@ -6,12 +6,11 @@ import sys
 from typing import TYPE_CHECKING, Optional
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from glnet_cli.io.vector_formats import DRIVER_NAMES, LAYOUTS
 from glnet_cli.options import IntListType, overwrite_opt, quiet_opt
 from glnet_cli.progress import ProgressReporter
+from glnet_cli.tables import print_tables, table
 
 if TYPE_CHECKING:
     from glnet_cli.vector.vectorize import VectorizeSummary
@@ -95,12 +94,11 @@ def _print_summary(summary: VectorizeSummary, err: bool) -> None:
     if not summary.classes:
         click.echo(f"no polygons found: wrote an empty layer to {where}", err=err)
         return
-    table = Table(title="polygons per class")
-    for name in ("class id", "class", "polygons", f"area ({summary.area_unit})"):
-        table.add_column(name, justify="left" if name == "class" else "right")
-    for c in sorted(summary.classes.values(), key=lambda c: c.class_id):
-        table.add_row(str(c.class_id), c.name, f"{c.polygons:,}", f"{c.area:,.2f}")
-    table.add_row("", "total", f"{summary.polygons:,}", f"{summary.area:,.2f}")
-    Console(stderr=err).print(table)
+    area = f"area ({summary.area_unit})"
+    rows = [(c.class_id, c.name, f"{c.polygons:,}", f"{c.area:,.2f}")
+            for c in sorted(summary.classes.values(), key=lambda c: c.class_id)]
+    rows.append(("", "total", f"{summary.polygons:,}", f"{summary.area:,.2f}"))
+    print_tables(table("polygons per class", ("class id", "class", "polygons", area), rows,
+                       right=("class id", "polygons", area)), err=err)
     plural = "" if summary.polygons == 1 else "s"
     click.echo(f"wrote {summary.polygons:,} polygon{plural} to {where}", err=err)
