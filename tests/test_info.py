@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner, Result
 
 from glnet_cli.cli import main
+from glnet_cli.errors import GlnetWarning, InputError
+from glnet_cli.inference.engine import Segmenter
+from glnet_cli.inference.fit import check_fit as scene_fit
 from glnet_cli.info import check_fit, describe_file
 from glnet_cli.io.checkpoint import load_model, save_model
 from tests.helpers import DEFAULT_TRANSFORM, make_tiny_model, write_raster
@@ -176,6 +181,34 @@ def test_pixel_size_far_from_training_warns_but_fits(tmp_path, model):
     fit = check_fit(coarse, _resaved(model, tmp_path / "gsd.pt", gsd=0.5))
     gsd = next(c for c in fit["checks"] if c["name"] == "pixel size")
     assert fit["fits"] and gsd["status"] == "warn" and "x20.00" in gsd["detail"]
+
+
+def test_segment_refuses_and_warns_with_the_same_fit_check(tmp_path, model):
+    """One check answers both: info reports it, segment raises its first error, warns the rest."""
+    gsd_model = load_model(_resaved(model, tmp_path / "gsd.pt", gsd=0.5))
+    segmenter = Segmenter(gsd_model, torch.device("cpu"))
+    coarse = str(write_raster(tmp_path / "coarse.tif", RGB,
+                              transform=DEFAULT_TRANSFORM @ DEFAULT_TRANSFORM.scale(20)))
+    fit = scene_fit(coarse, gsd_model.info)
+    assert fit.fits and fit.errors == []
+    assert fit.warnings == [f"{coarse}: pixels are 10 units, the model was trained on 0.5; "
+                            "results may suffer"]
+    with pytest.warns(GlnetWarning) as warned:
+        assert segmenter.inspect(coarse).bands == (1, 2, 3)
+    assert [str(w.message) for w in warned] == fit.warnings
+
+    gray = str(write_raster(tmp_path / "gray.tif", RGB[:1].astype(np.uint16),
+                            transform=DEFAULT_TRANSFORM @ DEFAULT_TRANSFORM.scale(20)))
+    fit = scene_fit(gray, gsd_model.info)
+    assert not fit.fits and [c.status for c in fit.checks] == ["fail", "fail", "warn"]
+    assert fit.errors[0] == (f"{gray}: has 1 band(s), the model needs 3 (choose them with "
+                             "--bands, e.g. --bands 1,1,1)")
+    assert fit.errors[1].startswith(f"{gray}: the model was trained on uint8 data")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # refused: no warning about its pixel size first
+        with pytest.raises(InputError) as refused:
+            segmenter.inspect(gray)
+    assert str(refused.value) == fit.errors[0]
 
 
 # -- errors --------------------------------------------------------------------
