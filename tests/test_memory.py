@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 
 from glnet_cli.inference.memory import (MB, NetworkShape, auto_batch_size, crop_bytes, estimate,
-                                        largest_auto_batch)
+                                        largest_auto_batch, peak_rss)
 
 RESNET50 = (256, 512, 1024, 2048)
 PAPER_BF16 = NetworkShape(508, 508, RESNET50, 256, 2, 2)
@@ -42,3 +46,15 @@ def test_estimate_puts_the_network_on_the_device_it_runs_on():
     assert "weights" not in gpu.host and not any(k.startswith("activations") for k in gpu.host)
     assert gpu.gpu["weights"] == 200
     assert gpu.gpu_mb == pytest.approx(sum(gpu.gpu.values()))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's")
+def test_peak_memory_is_this_process_own_not_the_one_that_started_it():
+    """Linux carries getrusage's maxrss over exec: a child would report this process's peak."""
+    ballast = np.ones(2048 * MB, dtype=np.uint8)  # this process now peaks above 2 GB
+    assert peak_rss() >= ballast.nbytes
+    code = "from glnet_cli.inference.memory import MB, peak_rss; print(peak_rss() / MB)"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True)
+    del ballast
+    assert 10 < float(child.stdout) < 2048  # importing torch is ~600 MB of it

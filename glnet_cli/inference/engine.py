@@ -4,12 +4,13 @@ For each context block the global branch runs once on a decimated read of the
 block (stage 3 first merges the local features of the block's own crop grid
 into the local-to-global branch). The crops that take their context from the
 block are then read window by window by reader threads
-(:mod:`~glnet_cli.inference.reader`), run in batches on the device, and their
-class probabilities cached there at the network's 1/4 resolution until every
-crop touching an output tile is done (:mod:`~glnet_cli.inference.scheduler`);
-the tile is then blended and reduced to uint8 classes on the device by
-blending threads, and written by a writer thread. Memory holds the blocks and
-tiles in flight, never a scene-sized array.
+(:mod:`~glnet_cli.inference.reader`), run in batches on the device
+(:mod:`~glnet_cli.inference.network`), and their class probabilities cached
+there at the network's 1/4 resolution until every crop touching an output
+tile is done (:mod:`~glnet_cli.inference.scheduler`); the tile is then blended
+and reduced to uint8 classes on the device by blending threads
+(:mod:`~glnet_cli.inference.blend`), and written by a writer thread. Memory
+holds the blocks and tiles in flight, never a scene-sized array.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import resource
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import torch
 
@@ -31,19 +31,17 @@ from glnet_cli.errors import GlnetWarning, InputError
 from glnet_cli.inference.blend import CropResult, TileBlender
 from glnet_cli.inference.estimate import PlanSummary, RunEstimator
 from glnet_cli.inference.fit import check_fit, choose_stage
-from glnet_cli.inference.grid import Block, ScenePlan, plan_scene
-from glnet_cli.inference.reader import (READ_THREADS, CropBatch, CropReader, DeviceScaling,
-                                        GlobalView, PassDone, Pixels)
+from glnet_cli.inference.grid import ScenePlan, plan_scene
+from glnet_cli.inference.memory import MB, peak_rss
+from glnet_cli.inference.network import BlockContext, BlockNetwork
+from glnet_cli.inference.reader import READ_THREADS, CropBatch, CropReader, GlobalView, PassDone
 from glnet_cli.inference.scheduler import TileScheduler
 from glnet_cli.inference.workers import BackgroundWorker
 from glnet_cli.io.checkpoint import ModelFile
 from glnet_cli.io.paths import atomic_output, check_distinct, check_output
 from glnet_cli.io.raster import SceneInfo, bounded_block_cache
-from glnet_cli.io.windows import Box
 from glnet_cli.io.writer import MaskWriter, OutputFile, OutputOptions, output_options
 from glnet_cli.progress_callback import ProgressCallback
-from models.fpn import Pyramid
-from models.glnet import LocalToGlobalCanvas, coverage_template
 from models.inference import prepare_for_inference
 
 __all__ = ["PlanSummary", "SegmentOptions", "SegmentResult", "Segmenter"]
@@ -94,20 +92,6 @@ class SegmentResult:
         return self.pixels / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
 
-@dataclass
-class _Context:
-    """A block's global view and maps, while its crops run."""
-
-    image: torch.Tensor
-    #: The global maps the local branch reads.
-    maps: Pyramid
-    #: The global maps aggregation reads: ``maps``, or at stage 3 the L2G-merged ones.
-    final: Pyramid
-    canvas: Optional[LocalToGlobalCanvas]
-    #: Positions of the crops the L2G pass ran.
-    ran_l2g: list[tuple[float, float]] = field(default_factory=list)
-
-
 class Segmenter:
     """A loaded model on a device, ready to segment any number of scenes."""
 
@@ -128,7 +112,8 @@ class Segmenter:
         # double the weights' memory).
         self.model = prepare_for_inference(model_file.model, self.stage,
                                            DTYPES[self.precision]).to(device)
-        self._scale = DeviceScaling(self.info.scaling, device)
+        self.network = BlockNetwork(self.model, self.stage, self.info.size_p, self.info.scaling,
+                                    device)
         self.estimator = RunEstimator(self.info, self.model, self.stage, self.precision,
                                       options.overlap, device)
         if options.batch_size is None:
@@ -184,7 +169,7 @@ class Segmenter:
                                                                 overwrite=overwrite)), output)
             self._stream(scene, plan, mask, probs, options, result, progress, record_reads)
         result.seconds = time.perf_counter() - started
-        result.peak_host_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result.peak_host_mb = peak_rss() / MB
         if self.device.type == "cuda":
             result.peak_gpu_mb = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
         if result.all_nodata:
@@ -229,18 +214,17 @@ class Segmenter:
         total = reader.crop_passes
         done = 0
         started = time.perf_counter()
-        context: Optional[_Context] = None
+        context: Optional[BlockContext] = None
         for item in reader:
             if isinstance(item, GlobalView):
-                context = self._global_context(item.pixels)
+                context = self.network.block(plan.blocks[item.block].box, item.pixels)
                 continue
-            block = plan.blocks[item.block]
             if isinstance(item, PassDone):
-                context.final = self._finish_l2g(context, block)
+                self.network.finish_l2g(context)
                 continue
             done += len(item.boxes) + len(item.skipped)
             if item.pixels is not None:
-                self._run_crops(item, context, block.box, scheduler, result)
+                self._run_crops(item, context, scheduler, result)
             if not item.l2g_pass:
                 result.crops_skipped += len(item.skipped)
                 for crop in list(item.indexes) + item.skipped:
@@ -251,53 +235,14 @@ class Segmenter:
                 progress(done, total, mpx_per_s=plan.height * plan.width / 1e6 * done / total
                          / elapsed, **{"pass": "L2G" if item.l2g_pass else "prediction"})
 
-    def _global_context(self, pixels: Pixels) -> _Context:
-        image = self._scale(pixels)
-        maps = self._forward(lambda: self.model.global_pyramid(image))
-        canvas = LocalToGlobalCanvas(maps.shared()) if self.stage == 3 else None
-        return _Context(image, maps, maps, canvas)
-
-    def _run_crops(self, batch: CropBatch, context: _Context, block: Box,
-                   scheduler: TileScheduler, result: SegmentResult) -> None:
-        """The network on a batch: into the L2G canvas, or predictions to the scheduler."""
-        patches = self._scale(batch.pixels)
-        tl, ratio = _fractions(batch.boxes, block)
+    def _run_crops(self, batch: CropBatch, context: BlockContext, scheduler: TileScheduler,
+                   result: SegmentResult) -> None:
+        """The network on a batch: onto the L2G canvas, or predictions to the scheduler."""
         if batch.l2g_pass:
-            local = self._forward(lambda: self.model.local_pyramid(patches, context.maps, tl,
-                                                                   ratio))
-            context.canvas.add(local.shared(), tl, ratio)
-            context.ran_l2g.extend(tl)
+            self.network.add_l2g(context, batch.pixels, batch.boxes)
             result.l2g_passes += len(batch.boxes)
             return
-        probs = self._predict(patches, context, tl, ratio)
+        probs = self.network.predict(context, batch.pixels, batch.boxes)
         for index, box, valid, p in zip(batch.indexes, batch.boxes, batch.valid, probs):
             scheduler.add(index, CropResult(box, p, valid))
         result.crops_run += len(batch.boxes)
-
-    def _forward(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` without autograd; each branch computes in its weights' precision."""
-        with torch.inference_mode():
-            return fn()
-
-    def _predict(self, patches: torch.Tensor, context: _Context, tl: list[tuple[float, float]],
-                 ratio: tuple[float, float]) -> torch.Tensor:
-        def run() -> torch.Tensor:
-            local = self.model.local_pyramid(patches, context.maps, tl, ratio)
-            logits, _ = self.model.aggregated(local.ps3, context.final.ps3, tl, ratio)
-            return torch.softmax(logits.float(), dim=1)
-        return self._forward(run).to(torch.float16)  # stays on the device for blending
-
-    def _finish_l2g(self, context: _Context, block: Block) -> Pyramid:
-        size = (block.box.height, block.box.width)
-        patch = (self.info.size_p, self.info.size_p)
-        template = coverage_template(context.ran_l2g, patch, size, self.device)
-        merged = context.canvas.finish(template)
-        return self._forward(lambda: self.model.l2g_pyramid(context.image, merged))
-
-
-def _fractions(boxes: Sequence[Box], block: Box) -> tuple[list[tuple[float, float]],
-                                                          tuple[float, float]]:
-    """Crop positions relative to their block, as GLNet's feature sharing wants them."""
-    tl = [((b.row - block.row) / block.height, (b.col - block.col) / block.width) for b in boxes]
-    size = boxes[0].height
-    return tl, (size / block.height, size / block.width)

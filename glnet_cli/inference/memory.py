@@ -107,7 +107,20 @@ def current_rss() -> int:
 
 
 def peak_rss() -> int:
-    """The most resident memory this process has held, in bytes."""
+    """The most resident memory this process has held, in bytes.
+
+    Linux's high-water mark of this process's own memory (``VmHWM``): getrusage's
+    maxrss also counts the process this one was started from (Linux carries it
+    over exec), so a run started from a large Python process would report that
+    process's peak as its own.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

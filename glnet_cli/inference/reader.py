@@ -1,12 +1,12 @@
-"""The reads of a segment run, done ahead of the device loop by reader threads, and their scaling.
+"""The reads of a segment run, done ahead of the device loop by reader threads.
 
 For each context block: its global view (decimated), at stage 3 the crops of
 the block's own grid for the local-to-global pass, then the crops that take
 their context from the block, in batches. Each thread has its own dataset
 handle (GDAL's are not shareable); results come back in the order the device
-loop wants them, as raw pixels with their valid masks, scaled on the device
-by :class:`DeviceScaling`. A crop without a valid pixel is not sent, only
-counted as skipped.
+loop wants them, as raw pixels with their valid masks (scaled on the device,
+by :class:`~glnet_cli.inference.network.DeviceScaling`). A crop without a
+valid pixel is not sent, only counted as skipped.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import torch
 
 from glnet_cli.inference.grid import ScenePlan
 from glnet_cli.inference.workers import Prefetcher
-from glnet_cli.io.checkpoint import InputScaling
 from glnet_cli.io.raster import SceneInfo, SceneReader
 from glnet_cli.io.windows import Box
 
@@ -167,31 +166,6 @@ class CropReader:
         if self._device.type == "cuda":  # page-locked, so the copy to the GPU runs async
             raw, mask = raw.pin_memory(), mask.pin_memory()
         return Pixels(raw, mask, all(v.all() for v in valid))
-
-
-class DeviceScaling:
-    """Raw pixels to network input on the device, as in training (:meth:`InputScaling.apply`).
-
-    Invalid pixels become 0. In place, skipping what changes no value
-    (subtracting 0, multiplying by 1).
-    """
-
-    def __init__(self, scaling: InputScaling, device: torch.device) -> None:
-        def on_device(values: list[float]) -> torch.Tensor:  # shaped (1, C, 1, 1)
-            return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1).to(device)
-        self._device = device
-        self._offset = on_device(scaling.offset) if any(scaling.offset) else None
-        self._scale = on_device(scaling.scale)
-
-    def __call__(self, pixels: Pixels) -> torch.Tensor:
-        raw = pixels.raw.to(self._device, non_blocking=True)
-        if raw.dtype.is_floating_point:  # as numpy: float32 first, whatever the file holds
-            raw = raw.to(torch.float32)
-        # float32 offset and scale: integers convert on the way
-        x = raw * self._scale if self._offset is None else (raw - self._offset).mul_(self._scale)
-        if not pixels.all_valid:
-            x.mul_(pixels.valid.to(self._device, non_blocking=True)[:, None])
-        return x
 
 
 def _pass_done(block: int, reader: SceneReader) -> PassDone:
