@@ -60,7 +60,7 @@ class Fit:
 
     @property
     def bands_fit(self) -> bool:
-        return self.checks[0].status == OK
+        return self.checks[0].status == OK  # the bands' check comes first
 
 
 def check_fit(path: str, model: ModelInfo, bands: Optional[Sequence[int]] = None,
@@ -89,7 +89,11 @@ def check_fit(path: str, model: ModelInfo, bands: Optional[Sequence[int]] = None
 
 
 def choose_stage(model_file: ModelFile, asked: Optional[int]) -> int:
-    """The stage to run: ``asked`` if the model was trained through it, else its highest."""
+    """The stage to run: ``asked``, or by default the highest the model can run.
+
+    Raises:
+        InputError: The model was not trained through the stage asked for.
+    """
     available = model_file.info.stage
     has_l2g = model_file.model.has_l2g
     if asked is None:
