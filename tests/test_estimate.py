@@ -16,11 +16,12 @@ from glnet_cli.io.checkpoint import load_model
 from tests.helpers import make_tiny_model, rule_scene, write_raster
 
 #: How far the estimated peak may be from the measured one, as a fraction of the measured.
-#: The README's benchmark scene came within 1% (1,254 MB estimated, 1,258 measured); on this
-#: tiny model the estimate overshoots by up to ~7% (GDAL's block cache and the threads' slack
-#: are counted in full, a 300 px scene fills neither) and comes within 1% at stage 2. 20%
-#: leaves room for other machines' thread counts and allocators, and still fails an estimate
-#: that lost its largest part: torch, GDAL and Python are ~70% of this run's peak.
+#: On the paper's network the estimate came within 1% of a measured run (4896 px: 1,254 MB
+#: estimated, 1,258 measured); on this tiny model it overshoots by up to ~7% (GDAL's block
+#: cache and the threads' slack are counted in full, a 300 px scene fills neither) and comes
+#: within 1% at stage 2. 20% leaves room for other machines' thread counts and allocators,
+#: and still fails an estimate that lost its largest part: torch, GDAL and Python are ~70%
+#: of this run's peak.
 TOLERANCE = 0.20
 
 
