@@ -8,7 +8,6 @@ file fails the run in seconds rather than hours in.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,6 @@ from glnet_cli.classes import IGNORE_INDEX, ClassTable
 from glnet_cli.errors import GlnetError, InputError, RasterError
 from glnet_cli.io.raster import open_raster
 from glnet_cli.io.windows import Box, iter_windows
-
-log = logging.getLogger(__name__)
 
 #: File types read as tiles (GDAL reads PNG and JPEG as well as GeoTIFF).
 TILE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
