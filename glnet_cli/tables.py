@@ -7,14 +7,17 @@ from typing import Any, Collection, Iterable, Sequence, Union
 from rich.console import Console
 from rich.table import Table
 
+from glnet_cli.progress import stderr_console
+
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
-          right: Collection[str] = ()) -> Table:
+          right: Collection[str] = (), title_left: bool = False) -> Table:
     """A titled table; cells are shown as ``str`` (None as empty), ``right`` columns right-aligned.
 
-    Cells may hold rich markup (a colour swatch).
+    Cells may hold rich markup (a colour swatch). ``title_left`` suits a title
+    that is a sentence (a training epoch's figures) rather than a heading.
     """
-    built = Table(title=title)
+    built = Table(title=title, title_justify="left" if title_left else "center")
     for column in columns:
         built.add_column(column, justify="right" if column in right else "left")
     for row in rows:
@@ -31,5 +34,9 @@ def key_value_table(title: str, pairs: Iterable[tuple[str, Any]], *,
 
 
 def print_tables(*items: Union[Table, str], err: bool = False) -> None:
-    """Tables (and lines of text after them) on stdout, or on stderr with ``err``."""
-    Console(stderr=err).print(*items)
+    """Tables (and lines of text after them) on stdout, or on stderr with ``err``.
+
+    stderr is the progress bar's console, so a table printed while a bar runs
+    (a training epoch's) lands above the bar instead of tearing it.
+    """
+    (stderr_console if err else Console()).print(*items)

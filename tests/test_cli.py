@@ -70,7 +70,7 @@ def test_group_help_lists_every_command_with_its_own_first_line():
 
 
 def test_train_help_offers_the_trunks_the_model_builds():
-    from glnet_cli.training.settings import BACKBONES
+    from glnet_cli.architecture import BACKBONES
     from models.backbone import list_backbones
 
     assert BACKBONES == tuple(list_backbones())

@@ -6,9 +6,9 @@ from typing import Optional
 
 import click
 
+from glnet_cli.architecture import SIZE_RANGE
 from glnet_cli.io.reference import DEEPGLOBE_CONTEXT
 from glnet_cli.options import overwrite_opt
-from glnet_cli.training.settings import SIZE_RANGE
 
 _FILE = click.Path(dir_okay=False)
 

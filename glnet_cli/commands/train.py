@@ -6,14 +6,13 @@ import os
 from typing import TYPE_CHECKING, Any, Optional
 
 import click
-from rich.console import Console
-from rich.table import Table
 
+from glnet_cli.architecture import BACKBONES, SIZE_RANGE
 from glnet_cli.options import (bands_opt, batch_size_option, classes_opt, device_opt,
                                overwrite_opt, precision_opt, quiet_opt)
-from glnet_cli.progress import ProgressReporter, stderr_console
-from glnet_cli.training.settings import (BACKBONES, DEFAULT_OUTPUT, PAPER_EPOCHS, PAPER_LR,
-                                         SIZE_RANGE, WEIGHT_DECAY)
+from glnet_cli.progress import ProgressReporter
+from glnet_cli.tables import print_tables, table
+from glnet_cli.training.settings import DEFAULT_OUTPUT, PAPER_EPOCHS, PAPER_LR, WEIGHT_DECAY
 
 if TYPE_CHECKING:
     from glnet_cli.training.loop import TrainResult
@@ -46,33 +45,26 @@ def _fmt(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _epoch_table(record: EpochRecord) -> Table:
+def _show_epoch(record: EpochRecord) -> None:
     title = (f"stage {record.stage}, epoch {record.epoch}/{record.epochs}: loss "
              f"{record.train_loss:.4f}, lr {record.lr:.2e}, {record.seconds:.0f} s")
-    table = Table(title=title, title_justify="left")
-    for column in ["val mIoU", "accuracy", *record.val_iou]:
-        table.add_column(column, justify="right")
+    columns = ["val mIoU", "accuracy", *record.val_iou]
     best = " (best)" if record.best else ""
-    table.add_row(_fmt(record.val_miou) + best, _fmt(record.val_accuracy),
-                  *map(_fmt, record.val_iou.values()))
-    return table
-
-
-def _show_epoch(record: EpochRecord) -> None:
-    stderr_console.print(_epoch_table(record))
+    row = [_fmt(record.val_miou) + best, _fmt(record.val_accuracy),
+           *map(_fmt, record.val_iou.values())]
+    print_tables(table(title, columns, [row], right=columns, title_left=True), err=True)
 
 
 def _summary(result: TrainResult) -> None:
-    table = Table(title="training summary", title_justify="left")
-    for column in ("stage", "epochs", "last loss", "best val mIoU", "last val mIoU"):
-        table.add_column(column, justify="right")
+    columns = ("stage", "epochs", "last loss", "best val mIoU", "last val mIoU")
+    rows = []
     for stage in sorted({r.stage for r in result.history}):
         records = [r for r in result.history if r.stage == stage]
         scores = [r.val_miou for r in records if r.val_miou is not None]
-        table.add_row(str(stage), f"{records[-1].epoch}/{records[-1].epochs}",
-                      f"{records[-1].train_loss:.4f}", _fmt(max(scores, default=None)),
-                      _fmt(records[-1].val_miou))
-    Console().print(table)
+        rows.append((stage, f"{records[-1].epoch}/{records[-1].epochs}",
+                     f"{records[-1].train_loss:.4f}", _fmt(max(scores, default=None)),
+                     _fmt(records[-1].val_miou)))
+    print_tables(table("training summary", columns, rows, right=columns, title_left=True))
     state = "finished" if result.finished else "stopped (continue with --resume)"
     click.echo(f"wrote {result.output}: stage {result.info.stage}, {state}")
     if result.best:

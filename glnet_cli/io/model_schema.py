@@ -15,8 +15,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from glnet_cli.architecture import SIZE_RANGE
 from glnet_cli.errors import ModelFileError
-from glnet_cli.training.settings import SIZE_RANGE
 from models.backbone import list_backbones
 
 FORMAT = "glnet-model"

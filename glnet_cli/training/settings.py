@@ -1,4 +1,4 @@
-"""The paper's training settings and glnet's architecture defaults, as plain values.
+"""The paper's training settings and glnet's training defaults, as plain values.
 
 Kept apart from :mod:`glnet_cli.training.train` so that ``glnet train --help`` shows
 them without importing torch.
@@ -10,10 +10,5 @@ from __future__ import annotations
 PAPER_EPOCHS = (120, 50, 120)
 PAPER_LR = (5e-5, 2e-5, 5e-5)
 WEIGHT_DECAY = 5e-4
-#: The trunks :func:`models.backbone.build_backbone` builds (tests check that they agree).
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
-#: Sides (pixels) a global view or a local crop may have: a ResNet needs 32 to
-#: reach its coarsest level; beyond 16384 no device holds the activations.
-SIZE_RANGE = (32, 16384)
 #: The model file a run writes when no -o is given, in the current folder.
 DEFAULT_OUTPUT = "model.pt"
