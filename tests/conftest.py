@@ -28,3 +28,11 @@ def _offline_torch_home(tmp_path_factory, monkeypatch):
     """Point torchvision's cache at an empty folder: tests never see real downloads."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
     monkeypatch.delenv("GLNET_MODEL", raising=False)
+
+
+@pytest.fixture(scope="session")
+def rule_model(tmp_path_factory) -> Path:
+    """A tiny model trained (once per session, ~10 s) to label pixels by their brightest band."""
+    from tests.helpers import make_rule_model
+
+    return make_rule_model(tmp_path_factory.mktemp("rule_model") / "rule.pt")

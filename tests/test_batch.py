@@ -139,6 +139,7 @@ def test_skip_existing_resumes_and_does_nothing_the_second_time(archive, model, 
     assert {p: os.stat(out / p).st_mtime_ns for p in os.listdir(out)} == stamps
 
 
+@pytest.mark.slow
 def test_torchrun_ranks_share_the_scenes(archive, model, tmp_path):
     out, report = tmp_path / "masks", tmp_path / "report.json"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",

@@ -241,6 +241,7 @@ def test_model_files_follow_the_umask(tmp_path):
         assert stat.S_IMODE(path.stat().st_mode) == mode
 
 
+@pytest.mark.slow
 def test_save_refuses_to_replace_and_full_disk_leaves_the_old_file(tmp_path):
     path = tmp_path / "model.pt"
     tiny_model_file(path, l2g=False)

@@ -136,6 +136,7 @@ def archive(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_info_reads_the_header_and_a_few_tiles(archive):
     with serve(archive) as (url, requests):
         result = CliRunner().invoke(main, [
@@ -160,6 +161,7 @@ def test_global_view_comes_from_the_overviews(archive):
     assert (remote.data == expected.data).all() and remote.valid.all()
 
 
+@pytest.mark.slow
 def test_segment_a_cog_over_http_equals_the_local_run(archive, tmp_path):
     model = make_tiny_model(tmp_path / "tiny.pt", size_p=128, size_g=64, context=1024)
     runner = CliRunner()

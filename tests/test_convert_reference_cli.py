@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -21,6 +22,7 @@ def test_help_lists_the_commands():
     assert "convert-reference" in result.output
 
 
+@pytest.mark.slow
 def test_converted_model_runs_like_the_reference(tmp_path):
     s1 = reference_state_dict(seed=1)
     s2 = {**reference_state_dict(seed=2), **{k: v for k, v in s1.items() if "_global." in k}}
@@ -76,6 +78,7 @@ def test_output_that_is_a_reference_file_is_refused(tmp_path):
     assert stage1.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_full_disk_keeps_the_previous_model(tmp_path):
     """RLIMIT_FSIZE in a child process stands in for a full disk."""
     stage1 = tmp_path / "stage1.pth"

@@ -45,6 +45,7 @@ def _megabytes(pattern: str, text: str) -> list[float]:
     return found
 
 
+@pytest.mark.slow
 def test_estimated_peak_memory_is_the_measured_peak(model, tmp_path):
     """The dry run's total, and its parts alone.
 

@@ -16,6 +16,9 @@ import torch
 from tests.helpers import make_tiny_model, rule_scene, write_raster
 from tests.models.reference_layout import reference_state_dict
 
+#: The examples run whole pipelines (training included): the full lane only.
+pytestmark = pytest.mark.slow
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -47,7 +50,6 @@ def test_batch_archive_makes_masks_and_shapefiles_and_resumes(tmp_path):
     assert [r["status"] for r in report] == ["skipped", "skipped"]
 
 
-@pytest.mark.slow
 def test_reference_checkpoints_example_runs_released_layout(tmp_path):
     """Reference-layout files (random weights, real ResNet-50 shapes) convert and segment."""
     s1 = reference_state_dict(seed=1)

@@ -48,6 +48,7 @@ def test_estimate_puts_the_network_on_the_device_it_runs_on():
     assert gpu.gpu_mb == pytest.approx(sum(gpu.gpu.values()))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's")
 def test_peak_memory_is_this_process_own_not_the_one_that_started_it():
     """Linux carries getrusage's maxrss over exec: a child would report this process's peak."""

@@ -16,7 +16,7 @@ from glnet_cli.device import autocast, cpu_has_native_bf16, resolve_precision
 from glnet_cli.errors import InputError
 from glnet_cli.inference.engine import SegmentOptions, Segmenter
 from glnet_cli.io.checkpoint import load_model
-from tests.helpers import make_rule_model, make_tiny_model, rule_scene, write_raster
+from tests.helpers import make_tiny_model, rule_scene, write_raster
 
 CPU = torch.device("cpu")
 FP16_ON_CPU = ("glnet: error: --precision fp16: the CPU has no fast float16 arithmetic; use "
@@ -24,9 +24,9 @@ FP16_ON_CPU = ("glnet: error: --precision fp16: the CPU has no fast float16 arit
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
+def models(tmp_path_factory, rule_model) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("models")
-    return {"rule": make_rule_model(folder / "rule.pt"),
+    return {"rule": rule_model,
             "random": make_tiny_model(folder / "random.pt", size_p=64, context=512)}
 
 
@@ -78,6 +78,7 @@ def _segment(model: Path, scene: Path, out: Path, precision: str) -> tuple[np.nd
         return dst.read(1), segmenter.precision
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["rule", "random"])
 def test_bf16_masks_agree_with_fp32(models, tmp_path, model):
     scene = write_raster(tmp_path / "scene.tif", rule_scene(200, 240, seed=7))

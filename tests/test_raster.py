@@ -97,6 +97,7 @@ def test_a_nodata_the_data_type_cannot_hold_is_refused(tmp_path, nodata):
         inspect_scene(scene, nodata=nodata)
 
 
+@pytest.mark.slow
 def test_segment_nodata_option(tmp_path):
     model = make_tiny_model(tmp_path / "tiny.pt", size_p=64, context=1024)
     scene = write_raster(tmp_path / "scene.tif", bordered())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import random
 import weakref
 
@@ -70,7 +69,6 @@ def test_a_crop_is_dropped_once_no_tile_needs_it(plan):
         scheduler.add(crop, result)
         del result
         tiles_handed.update(plan.tiles.index(box) for box, _ in scheduler.done(crop))
-        gc.collect()
         for seen, ref in alive.items():
             needed = any(t not in tiles_handed for t in plan.crop_tiles[seen])
             assert (ref() is not None) == needed, f"crop {seen} after crop {crop}"

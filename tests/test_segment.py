@@ -20,12 +20,12 @@ from glnet_cli.errors import InputError
 from glnet_cli.inference.engine import SegmentOptions, Segmenter
 from glnet_cli.inference.grid import plan_scene
 from glnet_cli.io.checkpoint import load_model
-from tests.helpers import (corrupt_raster, make_rule_model, make_tiny_model, rule_scene,
+from tests.helpers import (corrupt_raster, make_tiny_model, rule_scene,
                            write_raster)
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory) -> dict[str, Path]:
+def models(tmp_path_factory, rule_model) -> dict[str, Path]:
     """Tiny model files: random stage-3 ones (1 and 3 bands) and a briefly trained one."""
     folder = tmp_path_factory.mktemp("models")
     return {
@@ -33,7 +33,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
         "gray": make_tiny_model(folder / "gray.pt", bands=1, size_p=64, context=1024),
         "small_context": make_tiny_model(folder / "small.pt", bands=3, size_p=64, size_g=32,
                                          context=160),
-        "rule": make_rule_model(folder / "rule.pt"),
+        "rule": rule_model,
     }
 
 
@@ -49,6 +49,7 @@ def run_cli(*args: str, env: dict | None = None):
 
 @pytest.mark.parametrize("name, model", [("RGB.byte.tif", "rgb"), ("cogeo.tif", "rgb"),
                                          ("shade.tif", "gray")])
+@pytest.mark.slow
 def test_georeferencing_round_trip_on_real_rasters(shared_data, models, tmp_path, name, model):
     scene = shared_data / "rasterio" / name
     out = tmp_path / "mask.tif"
@@ -89,6 +90,7 @@ def _full_resolution_full_reads(log, height, width):
             if (w.height, w.width) == (height, width) and tuple(s) == (height, width)]
 
 
+@pytest.mark.slow
 def test_reads_are_windowed_and_the_global_view_decimated(shared_data, models, tmp_path):
     scene = str(shared_data / "rasterio" / "cogeo.tif")
     seg = segmenter(models["rgb"], overlap=16, stage=2)
@@ -102,6 +104,7 @@ def test_reads_are_windowed_and_the_global_view_decimated(shared_data, models, t
     assert max(w.width * w.height for w, _ in full_res) == 64 * 64
 
 
+@pytest.mark.slow
 def test_large_scene_uses_blocks_at_training_scale(models, tmp_path):
     scene = write_raster(tmp_path / "big.tif", rule_scene(300, 420))
     seg = segmenter(models["small_context"], overlap=16)
@@ -353,6 +356,7 @@ def test_small_scene_matches_its_padded_self(models, tmp_path):
 
 # -- outputs -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cog_probabilities_and_creation_options(models, tmp_path):
     scene = write_raster(tmp_path / "scene.tif", rule_scene(600, 560))
     out, probs = tmp_path / "mask.tif", tmp_path / "probs.tif"

@@ -65,6 +65,7 @@ def read_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_cli_runs_every_stage_and_writes_the_model(tiles, tmp_path):
     out = tmp_path / "model.pt"
     result = glnet_train("--tiles", tiles, "-o", out, *TINY_ARGS, "--seed", "4",
@@ -90,6 +91,7 @@ def test_cli_runs_every_stage_and_writes_the_model(tiles, tmp_path):
     assert again.exit_code == 2 and "already exists (use --overwrite" in again.output
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tiles, tmp_path):
     """Two epochs of stage 2 in one go equal one epoch, a stop, and a resumed run."""
     whole = train(tiny(tiles, tmp_path / "a.pt", epochs=(1, 2, 1), seed=1))
@@ -109,6 +111,7 @@ def test_resume_continues_exactly(tiles, tmp_path):
     assert done.finished and len(done.history) == 4
 
 
+@pytest.mark.slow
 def test_same_seed_same_losses(tiles, tmp_path):
     def first_loss(seed: int, name: str) -> float:
         result = train(tiny(tiles, tmp_path / name, stage="1", seed=seed, color_jitter=True))
@@ -125,6 +128,7 @@ def _ddp_worker(rank: int, tiles: Path, root: Path, port: int) -> None:
     torch.save(result.model.state_dict(), root / f"weights{rank}.pt")
 
 
+@pytest.mark.slow
 def test_two_process_ddp_keeps_weights_equal(tmp_path):
     """Ranks see different tiles (and different numbers of crops): gradients must be averaged."""
     tiles = make_tiles(tmp_path / "tiles", 7)
@@ -140,6 +144,7 @@ def test_two_process_ddp_keeps_weights_equal(tmp_path):
     assert load_model(tmp_path / "model.pt").info.provenance["world_size"] == 2
 
 
+@pytest.mark.slow
 def test_every_bad_pair_stops_the_run_or_is_skipped(tmp_path):
     root = make_tiles(tmp_path / "tiles", 7)
     write_raster(root / "masks" / "tile0.tif", tile_arrays(64, 96, 0)[1][:, :90])
@@ -190,6 +195,7 @@ def test_option_errors(tiles, tmp_path, args, message):
     assert len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_init_pretrained_val_folder_and_deepglobe_tiles(tmp_path):
     tiles = make_tiles(tmp_path / "dg", 4, layout="deepglobe")
     val = make_tiles(tmp_path / "dg_val", 2, layout="deepglobe", seed=10)
@@ -230,6 +236,7 @@ def test_init_pretrained_val_folder_and_deepglobe_tiles(tmp_path):
 DEFAULT_START = [a for a in TINY_ARGS if a not in ("--pretrained", "none")]
 
 
+@pytest.mark.slow
 def test_no_output_and_no_imagenet_weights_still_train(tiles, tmp_path, monkeypatch):
     """`glnet train --tiles dir/`: model.pt in the current folder; offline, random weights."""
     monkeypatch.chdir(tmp_path)
@@ -253,6 +260,7 @@ def test_no_output_and_no_imagenet_weights_still_train(tiles, tmp_path, monkeypa
     assert resumed.exit_code == 0 and f"wrote {model}: stage 1, finished" in resumed.stdout
 
 
+@pytest.mark.slow
 def test_imagenet_weights_are_downloaded_into_torchvisions_cache(tiles, tmp_path, monkeypatch):
     from torchvision.models import resnet18
 
@@ -277,6 +285,7 @@ def test_imagenet_weights_are_downloaded_into_torchvisions_cache(tiles, tmp_path
     assert load_model(out).info.provenance["pretrained"] == "imagenet"
 
 
+@pytest.mark.slow
 def test_an_output_that_is_an_input_is_refused(tiles, tmp_path):
     first = tmp_path / "first.pt"
     assert glnet_train("--tiles", tiles, "-o", first, "--stage", "1", *TINY_ARGS).exit_code == 0
@@ -294,6 +303,7 @@ def test_an_output_that_is_an_input_is_refused(tiles, tmp_path):
     assert resumed.exit_code == 0 and first.read_bytes() == before  # (it had nothing left)
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_with_one_line_and_publishes_nothing(tiles, tmp_path):
     """RLIMIT_FSIZE in a child process stands in for a full disk."""
     out = tmp_path / "out"

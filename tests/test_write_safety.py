@@ -71,6 +71,7 @@ def test_full_disk_fails_and_keeps_the_old_mask(model, scene, tmp_path):
     assert names(tmp_path) == ["mask.tif", "scene.tif"]
 
 
+@pytest.mark.slow
 def test_full_disk_in_a_child_process(model, scene, tmp_path):
     mask = tmp_path / "mask.tif"
 
@@ -255,6 +256,7 @@ def big_scene(tmp_path) -> Path:
     return write_raster(tmp_path / "scene.tif", rule_scene(400, 400))
 
 
+@pytest.mark.slow
 def test_sigterm_cleans_up_like_ctrl_c(model, big_scene, tmp_path):
     mask = tmp_path / "mask.tif"
     process = _start(model, big_scene, mask)
@@ -266,6 +268,7 @@ def test_sigterm_cleans_up_like_ctrl_c(model, big_scene, tmp_path):
     assert names(tmp_path) == ["scene.tif"]
 
 
+@pytest.mark.slow
 def test_a_later_run_removes_what_kill_9_left(model, big_scene, tmp_path):
     mask = tmp_path / "mask.tif"
     process = _start(model, big_scene, mask)

@@ -82,6 +82,7 @@ def test_trunk_computes_what_torchvision_resnet_computes(name):
         assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_importing_the_network_does_not_import_torchvision():
     import subprocess
     import sys

@@ -20,6 +20,7 @@ def files() -> dict[int, dict[str, torch.Tensor]]:
     return {1: s1, 2: s2, 3: s3}
 
 
+@pytest.mark.slow
 def test_layout_has_every_key_of_glnet_md(files):
     keys = set(files[1])
     for name in list(fpn_global_shapes("resnet50", 7)) + ["smooth"]:

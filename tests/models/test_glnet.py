@@ -24,7 +24,9 @@ def crops_of(size: int = 64, patch: int = 32):
     return tl, (patch / size, patch / size)
 
 
-@pytest.mark.parametrize("backbone", ["resnet18", "resnet34", "resnet50", "resnet101"])
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet34",
+                                      pytest.param("resnet50", marks=pytest.mark.slow),
+                                      pytest.param("resnet101", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("bands", [1, 3, 4])
 def test_output_shapes_every_stage(backbone, bands):
     model = tiny(backbone, bands, l2g=True).eval()
@@ -141,6 +143,7 @@ def test_l2g_pastes_regions_and_divides_by_overlap_count():
             assert torch.allclose(merged.c[0][0, :, y, x], expected.expand(2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stages", [(1, 2), (1, 2, 3)], ids=["stage2", "stage3"])
 def test_reference_forward_matches_the_reference(stages):
     base = reference_state_dict(n_classes=7, seed=1)
