@@ -97,8 +97,6 @@ def standin_model_file(n_classes: int = 7, size_p: int = SIZE_P, size_g: int = S
 
 def measure(scene: str, stage: int, device: str, batch_size: int, probabilities: bool) -> dict:
     """Segment ``scene`` once in this process; the numbers as a dict."""
-    import resource
-
     from glnet_cli.device import resolve_device
     from glnet_cli.inference.engine import SegmentOptions, Segmenter
 
@@ -118,7 +116,7 @@ def measure(scene: str, stage: int, device: str, batch_size: int, probabilities:
             os.remove(path)
     return {"seconds": seconds, "cpu_seconds": cpu, "mpx_per_s": result.pixels / 1e6 / seconds,
             "crops": result.crops_run, "device": str(target),
-            "peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_host_mb": result.peak_host_mb,
             "peak_gpu_mb": result.peak_gpu_mb}
 
 

@@ -72,8 +72,6 @@ def make_model(path: str, config: str) -> None:
 def measure(scene: str, model: str, stage: int, device: str, precision: str,
             batch_size: int) -> dict:
     """Run one segmentation in this process and report its numbers as JSON on stdout."""
-    import resource
-
     import torch
 
     from glnet_cli.device import resolve_device
@@ -91,7 +89,7 @@ def measure(scene: str, model: str, stage: int, device: str, precision: str,
     return {"seconds": seconds, "mpx_per_s": result.pixels / 1e6 / seconds,
             "device": str(target) + (f" ({torch.cuda.get_device_name(target)})"
                                      if target.type == "cuda" else ""),
-            "peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_host_mb": result.peak_host_mb,
             "peak_gpu_mb": result.peak_gpu_mb, "crops": result.crops_run}
 
 
