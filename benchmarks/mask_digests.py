@@ -40,6 +40,9 @@ def _jobs(work: Path) -> list[tuple[str, Path, Path, list[str]]]:
     holes_tif = write_raster(work / "holes.tif", holes, nodata=0)
     jobs = [("rule", rule, rule_tif, []),
             ("rule --cog", rule, rule_tif, ["--cog"]),
+            # Sidecars only: these rows must match the two above, byte for byte.
+            ("rule --stac --preview", rule, rule_tif, ["--stac", "--preview"]),
+            ("rule --cog --stac --preview", rule, rule_tif, ["--cog", "--stac", "--preview"]),
             ("rule --probabilities", rule, rule_tif,
              ["--probabilities", str(work / "probs.tif"), "--stage", "2"]),
             ("noise stage 3", stage3, noise, []),

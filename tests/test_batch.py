@@ -109,7 +109,7 @@ def test_batch_reports_every_scene_and_survives_a_corrupt_one(archive, model, tm
     assert [(os.path.basename(e["input"]), e["status"]) for e in entries] == \
         [("a.tif", "ok"), ("b.tif", "failed"), ("c.tif", "ok")]
     assert set(entries[0]) == {"input", "output", "status", "error", "seconds", "mpx_per_s",
-                               "exit_code"}
+                               "exit_code", "reason"}
     assert entries[0]["mpx_per_s"] > 0 and entries[1]["error"]
     assert "2 ok, 0 skipped, 1 failed" in result.stdout
 

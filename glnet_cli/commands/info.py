@@ -8,7 +8,7 @@ from typing import Any, Optional
 import click
 
 from glnet_cli.errors import USER_ERROR
-from glnet_cli.options import bands_opt
+from glnet_cli.options import bands_opt, overwrite_opt
 from glnet_cli.tables import key_value_table, print_tables, table
 
 
@@ -18,9 +18,14 @@ from glnet_cli.tables import key_value_table, print_tables, table
               help="Also check whether this model fits the scene (not read from $GLNET_MODEL).")
 @bands_opt
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@click.option("--preview", type=click.Path(dir_okay=False), default=None, metavar="PNG",
+              help="Also write a quick look of the mask or scene (at most 1024 px a side, "
+                   "with a legend for a mask).")
+@overwrite_opt
 @click.pass_context
 def info_command(ctx: click.Context, path: str, model_path: Optional[str],
-                 bands: Optional[list[int]], as_json: bool) -> None:
+                 bands: Optional[list[int]], as_json: bool, preview: Optional[str],
+                 overwrite: bool) -> None:
     """Describe PATH, a glnet model file (.pt) or a scene (GeoTIFF or any GDAL raster).
 
     With --model, also check whether `glnet segment` would run that model on
@@ -46,6 +51,7 @@ def info_command(ctx: click.Context, path: str, model_path: Optional[str],
       glnet info model.pt
       glnet info scene.tif --json
       glnet info scene.tif --model model.pt --bands 3,2,1
+      glnet info mask.tif --preview mask.png
     """
     from glnet_cli.info import check_fit, describe_file  # GDAL: here, so that --help is instant
 
@@ -56,12 +62,21 @@ def info_command(ctx: click.Context, path: str, model_path: Optional[str],
         raise click.UsageError("--bands chooses the bands a model would use; give --model too")
     if model_path:
         report["fit"] = check_fit(path, model_path, bands)
+    if preview and report["kind"] == "model":
+        raise click.UsageError(f"{path} is a model file; --preview shows a mask or a scene")
+    if preview:
+        from glnet_cli.io.preview import preview_file
+
+        report["preview"] = {"path": preview, "of": preview_file(path, preview,
+                                                                  overwrite=overwrite)}
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
     elif report["kind"] == "model":
         _print_model(report)
     else:
         _print_scene(report)
+    if preview and not as_json:
+        click.echo(f"quick look of the {report['preview']['of']}: {preview}")
     if "fit" in report and not report["fit"]["fits"]:
         ctx.exit(USER_ERROR)
 

@@ -48,12 +48,30 @@ NO_MODEL = ("no model given: pass --model MODEL.pt or set GLNET_MODEL=/path/to/m
                    "in batch mode).")
 @creation_opt
 @overwrite_opt
-@click.option("--skip-existing", is_flag=True, help="Batch: skip scenes whose mask exists.")
+@click.option("--skip-existing", is_flag=True,
+              help="Batch: skip scenes whose mask exists or that another run (a worker on "
+                   "the same archive) has claimed.")
 @click.option("--fail-fast", is_flag=True, help="Batch: stop at the first failed scene.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="Batch: write a JSON report with one object per scene.")
 @click.option("--dry-run", is_flag=True,
               help="Print the plan and exit without running the network.")
+@click.option("--asset", default=None, metavar="KEY",
+              help="STAC input: the item asset to read (default: the one whose eo:bands hold "
+                   "the model's bands, else the item's only raster asset).")
+@click.option("--stac", "write_stac", is_flag=True,
+              help="Write a STAC Item beside each mask (MASK.json); a batch also writes "
+                   "catalog.json linking them.")
+@click.option("--preview", is_flag=True,
+              help="Write a quick look beside each mask (MASK.png): the scene, the classes "
+                   "over it, a legend.")
+@click.option("--shard", "shard_spec", default=None, metavar="K/N",
+              help="Batch: run the K-th of N disjoint parts (default: from SLURM_ARRAY_TASK_ID, "
+                   "AWS_BATCH_JOB_ARRAY_INDEX or JOB_COMPLETION_INDEX); reports are named "
+                   "after it.")
+@click.option("--shard-count", type=click.IntRange(min=1), default=None,
+              help="Batch: the number of parts where the array's variables do not say it "
+                   "(Kubernetes' JOB_COMPLETION_INDEX).")
 @quiet_opt
 def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str],
                     stage: Optional[str], batch_size: int, overlap: Optional[int], device: str,
@@ -61,11 +79,13 @@ def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str
                     cog: bool, probabilities: Optional[str],
                     creation_options: Sequence[tuple[str, str]],
                     overwrite: bool, skip_existing: bool, fail_fast: bool, report: Optional[str],
-                    dry_run: bool, quiet: bool) -> None:
+                    dry_run: bool, asset: Optional[str], write_stac: bool, preview: bool,
+                    shard_spec: Optional[str], shard_count: Optional[int], quiet: bool) -> None:
     """Segment GeoTIFF scenes into georeferenced class masks with GLNet.
 
-    INPUTS are scenes: files, folders, globs or @list.txt. With one scene,
-    -o names the mask; with several (or a folder), -o is a folder.
+    INPUTS are scenes: files, folders, globs, @list.txt, or STAC Items,
+    ItemCollections and Catalogs (.json files or URLs). With one scene, -o
+    names the mask; with several (or a folder or catalogue), -o is a folder.
 
     \b
     Examples:
@@ -73,23 +93,34 @@ def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str
       GLNET_MODEL=model.pt glnet segment scene.tif -o mask.tif --cog
       glnet segment archive/ -o masks/ --skip-existing --report run.json
       torchrun --nproc_per_node 4 -m glnet_cli.cli segment archive/ -o masks/
+      glnet segment catalog.json -o masks/ --stac --preview
+      glnet segment archive/ -o masks/ --shard 2/8 --skip-existing --report run.json
     """
     if not model_path:
         raise InputError(NO_MODEL)
-    from glnet_cli.inference.batch import batch_exit_code, resolve_outputs, segment_many, shard
+    from glnet_cli.inference.archive import ArchiveSegmenter, plan_archive, write_batch_catalog
+    from glnet_cli.inference.batch import batch_exit_code, segment_many, shard
     from glnet_cli.inference.engine import SegmentOptions, Segmenter
     from glnet_cli.io.checkpoint import load_model  # torch: here, so that --help starts at once
+    from glnet_cli.inference.shards import array_shard, parse_shard
     from glnet_cli.io.writer import output_options
     from glnet_cli.training.distributed import distributed
 
     if not dry_run:  # refused now, not after hours of work
         output_options(creation_options, cog)
-    resolved = resolve_outputs(inputs, output, probabilities, report, overwrite=overwrite,
-                               prepare=not dry_run)
+    plan = plan_archive(inputs, output, probabilities, report, overwrite=overwrite,
+                        prepare=not dry_run, stac=write_stac, shard=array_shard(
+                            parse_shard(shard_spec) if shard_spec else None, shard_count))
+    resolved = plan.resolved
+    if plan.shard:
+        click.echo(f"glnet: {plan.shard.label} ({plan.shard.source}): "
+                   f"{len(resolved.jobs)} scene(s)", err=True)
     options = SegmentOptions(int(stage) if stage else None, batch_size, overlap, precision, bands,
                              nodata)
     with distributed(device) as dist_ctx:
-        segmenter = Segmenter(load_model(model_path, dist_ctx.device), dist_ctx.device, options)
+        segmenter = ArchiveSegmenter(
+            Segmenter(load_model(model_path, dist_ctx.device), dist_ctx.device, options), plan,
+            model_path, asset=asset, stac=write_stac, preview=preview)
         if dry_run:
             for job in shard(resolved.jobs, dist_ctx.rank, dist_ctx.world_size):
                 _print_plan(segmenter.dry_run(job.scene))
@@ -104,13 +135,14 @@ def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str
             return
         reports = segment_many(
             segmenter, resolved.jobs, skip_existing=skip_existing, fail_fast=fail_fast,
-            report=report, overwrite=overwrite, team=dist_ctx,
+            report=plan.report, overwrite=overwrite, team=dist_ctx,
             progress=lambda scene: _progress(scene, quiet),
             on_result=lambda result: click.echo(_summary_line(result), err=True),
             on_failure=lambda failed: click.echo(f"glnet: error: {failed.error}", err=True),
             cog=cog, creation_options=creation_options)
         if not dist_ctx.is_main:
             return
+        write_batch_catalog(plan, reports)
         _print_batch(reports)
         exit_code = batch_exit_code(reports)
         if exit_code:
@@ -161,7 +193,8 @@ def _print_plan(summary: PlanSummary) -> None:
 
 def _print_batch(reports: Sequence[SceneReport]) -> None:
     print_tables(table("batch summary", ("scene", "status", "seconds", "Mpx/s", "error"), (
-        (os.path.basename(r.input), r.status, f"{r.seconds:.1f}", f"{r.mpx_per_s:.2f}", r.error)
+        (os.path.basename(r.input), f"{r.status} ({r.reason})" if r.reason else r.status,
+         f"{r.seconds:.1f}", f"{r.mpx_per_s:.2f}", r.error)
         for r in reports)))
     counts = {s: sum(r.status == s for r in reports) for s in ("ok", "skipped", "failed")}
     click.echo(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed")

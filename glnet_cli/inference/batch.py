@@ -18,7 +18,8 @@ from typing import (TYPE_CHECKING, Any, Callable, ContextManager, Hashable, Iter
                     Protocol, Sequence, TypeVar)
 
 from glnet_cli.errors import (ENVIRONMENT_ERROR, USER_ERROR, GlnetError, InputError,
-                              OutputError)
+                              OutputError, OutputExistsError)
+from glnet_cli.io.claims import EXISTS, claim_unless_done
 from glnet_cli.io.paths import check_distinct, check_output, write_text
 from glnet_cli.progress_callback import ProgressCallback
 
@@ -91,23 +92,24 @@ def is_batch(inputs: Sequence[str], output: str) -> bool:
 
 
 def resolve_outputs(inputs: Sequence[str], output: str, probabilities: Optional[str] = None,
-                    report: Optional[str] = None, *, overwrite: bool = False,
-                    prepare: bool = True) -> ResolvedOutputs:
+                    report: Optional[str] = None, *, overwrite: bool = False, prepare: bool = True,
+                    scenes: Optional[Sequence[tuple[str, str]]] = None) -> ResolvedOutputs:
     """The scenes, single or batch mode, and the outputs of each scene (as rio's ``resolve_inout``).
 
     In batch mode ``output`` (and ``probabilities``) are folders holding
     ``<scene>_mask.tif`` (``<scene>_probs.tif``). With ``prepare`` (every run
     but a dry run) the folders are made and the outputs checked now, so that a
-    bad name is refused before the first scene, not after hours of work.
+    bad name is refused before the first scene, not after hours of work. ``scenes``, when
+    given, are a batch's (scene, name) pairs: a STAC catalogue's items, named by their ids.
     """
-    if not is_batch(inputs, output):
+    if scenes is None and not is_batch(inputs, output):
         job = SceneJob(inputs[0], output, probabilities)
         if prepare:
             check_distinct([output, probabilities], [job.scene])
         return ResolvedOutputs(False, [job])
-    jobs = [SceneJob(scene, output_name(scene, output),
-                     output_name(scene, probabilities, "_probs") if probabilities else None)
-            for scene in expand_inputs(inputs)]
+    jobs = [SceneJob(scene, output_name(name, output),
+                     output_name(name, probabilities, "_probs") if probabilities else None)
+            for scene, name in scenes or [(s, s) for s in expand_inputs(inputs)]]
     if prepare:
         _prepare_folder(output)
         if probabilities:
@@ -186,6 +188,8 @@ class SceneReport:
     mpx_per_s: float = 0.0
     #: The scene's own exit code: 0, or the failure's (2 bad input, 1 environment).
     exit_code: int = 0
+    #: Why a scene whose mask did not exist was skipped: another run had it or published it.
+    reason: Optional[str] = None
 
 
 class Team(Protocol):
@@ -251,20 +255,28 @@ def _run_jobs(jobs: Sequence[SceneJob], segment_one: Callable[[SceneJob], tuple[
               *, skip_existing: bool, fail_fast: bool) -> list[SceneReport]:
     """``segment_one(job) -> (seconds, mpx_per_s)`` over the jobs, one report each."""
     reports = []
-    for job in jobs:
-        if skip_existing and os.path.exists(job.mask):
-            reports.append(SceneReport(job.scene, job.mask, "skipped"))
-            continue
-        started = time.perf_counter()
-        try:
-            seconds, rate = segment_one(job)
-        except GlnetError as exc:
-            if fail_fast:
-                raise
-            reports.append(SceneReport(job.scene, job.mask, "failed", " ".join(str(exc).split()),
-                                       time.perf_counter() - started, exit_code=exc.exit_code))
-            continue
-        reports.append(SceneReport(job.scene, job.mask, "ok", None, seconds, rate))
+    for job in jobs:  # with skip_existing, under a claim (glnet_cli.io.claims): one run per scene
+        with claim_unless_done(job.mask) if skip_existing else contextlib.nullcontext() as busy:
+            if busy:
+                reports.append(SceneReport(job.scene, job.mask, "skipped",
+                                           reason=None if busy == EXISTS else busy))
+                continue
+            started = time.perf_counter()
+            try:
+                seconds, rate = segment_one(job)
+            except GlnetError as exc:
+                if skip_existing and isinstance(exc, OutputExistsError) and \
+                        os.path.exists(job.mask):  # another run published it meanwhile
+                    reports.append(SceneReport(job.scene, job.mask, "skipped",
+                                               reason="another run published it"))
+                    continue
+                if fail_fast:
+                    raise
+                reports.append(SceneReport(job.scene, job.mask, "failed",
+                                           " ".join(str(exc).split()),
+                                           time.perf_counter() - started, exit_code=exc.exit_code))
+                continue
+            reports.append(SceneReport(job.scene, job.mask, "ok", None, seconds, rate))
     return reports
 
 

@@ -122,9 +122,12 @@ class Segmenter:
 
     # -- planning ------------------------------------------------------------
 
-    def inspect(self, path: str) -> SceneInfo:
-        """Open and check a scene against the model (:func:`check_fit`): refuse or warn."""
-        fit = check_fit(path, self.info, self.options.bands, self.options.nodata)
+    def inspect(self, path: str, bands: Optional[Sequence[int]] = None) -> SceneInfo:
+        """Open and check a scene against the model (:func:`check_fit`): refuse or warn.
+
+        ``bands`` are this scene's own (a STAC asset's, by ``eo:bands``), over the options'.
+        """
+        fit = check_fit(path, self.info, bands or self.options.bands, self.options.nodata)
         if fit.errors:
             raise InputError(fit.errors[0])
         for message in fit.warnings:
@@ -135,21 +138,22 @@ class Segmenter:
         return plan_scene(scene.height, scene.width, self.info.size_p, self.info.context_size,
                           self.options.overlap)
 
-    def dry_run(self, path: str) -> PlanSummary:
+    def dry_run(self, path: str, bands: Optional[Sequence[int]] = None) -> PlanSummary:
         """The plan, an estimate of empty crops and of memory, without running the network."""
-        scene = self.inspect(path)
+        scene = self.inspect(path, bands)
         return self.estimator.summary(scene, self.plan(scene), self.options.batch_size)
 
     # -- running -------------------------------------------------------------
 
     def run(self, path: str, output: str, *, overwrite: bool = False, cog: bool = False,
             probabilities: Optional[str] = None, creation_options: Iterable[tuple[str, str]] = (),
-            progress: Optional[ProgressCallback] = None,
-            record_reads: bool = False) -> SegmentResult:
-        """Segment ``path`` into ``output``; nothing is left at ``output`` if it fails."""
+            progress: Optional[ProgressCallback] = None, record_reads: bool = False,
+            bands: Optional[Sequence[int]] = None) -> SegmentResult:
+        """Segment ``path`` (its ``bands``, see :meth:`inspect`) into ``output``; nothing is
+        left at ``output`` if it fails."""
         options = output_options(creation_options, cog)
         check_distinct([output, probabilities], [path])
-        scene = self.inspect(path)
+        scene = self.inspect(path, bands)
         check_output(output, overwrite)
         if probabilities:
             check_output(probabilities, overwrite)
