@@ -180,6 +180,17 @@ class GLNet(nn.Module):
 
     # -- training stages -------------------------------------------------
 
+    def local_from_global(self) -> None:
+        """Start the local branch from the trained global branch (what fits of it).
+
+        Without ImageNet weights the local branch would start from noise; the global
+        branch knows the classes' look already. G2L layers keep their own start.
+        """
+        source = self.global_branch.state_dict()
+        own = self.local_branch.state_dict()
+        fitting = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+        self.local_branch.load_state_dict(fitting, strict=False)
+
     def set_stage(self, stage: int) -> list[nn.Parameter]:
         """Freeze what ``stage`` must not change; return the parameters it trains.
 
@@ -244,15 +255,26 @@ class GLNet(nn.Module):
                     ratio: Ratio, batch_size: Optional[int] = None) -> SharedFeatures:
         """Run the local branch on all crops of one image and merge them (L2G input)."""
         batch_size = batch_size or len(top_lefts)
+        parts = [slice(start, start + batch_size) for start in range(0, len(top_lefts), batch_size)]
+        return self.merge_local_keeping_ps3(global_pyramid, patches, top_lefts, ratio, parts)[0]
+
+    def merge_local_keeping_ps3(self, global_pyramid: Pyramid, patches: Tensor,
+                                top_lefts: TopLefts, ratio: Ratio, parts: Sequence[slice]
+                                ) -> tuple[SharedFeatures, list[Tensor]]:
+        """:meth:`merge_local` over the crops in ``parts``, and each part's local ``ps3``.
+
+        Stage-3 training needs both; one pass of the local branch gives them.
+        """
         canvas = LocalToGlobalCanvas(global_pyramid.shared())
-        for start in range(0, len(top_lefts), batch_size):
-            part = slice(start, start + batch_size)
+        kept = []
+        for part in parts:
             with torch.no_grad():
                 local = self.local_pyramid(patches[part], global_pyramid, top_lefts[part], ratio)
             canvas.add(local.shared(), top_lefts[part], ratio)
+            kept.append(local.ps3)
         patch = tuple(patches.shape[-2:])
         image = (int(round(patch[0] / ratio[0])), int(round(patch[1] / ratio[1])))
-        return canvas.finish(coverage_template(top_lefts, patch, image, patches.device))
+        return canvas.finish(coverage_template(top_lefts, patch, image, patches.device)), kept
 
     # -- reference semantics ---------------------------------------------
 

@@ -23,6 +23,15 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: on a busy 2-core machine, OpenMP's spinning threads slow CPU torch 10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _offline_torch_home(tmp_path_factory, monkeypatch):
     """Point torchvision's cache at an empty folder: tests never see real downloads."""

@@ -23,7 +23,8 @@ ALLOWED = {
     "glnet_cli.io": {"models"},
     "glnet_cli.inference": {"glnet_cli.io", "models"},
     "glnet_cli.training": {"glnet_cli.io", "glnet_cli.inference.grid",
-                           "glnet_cli.evaluation.metrics", "models"},
+                           "glnet_cli.inference.memory", "glnet_cli.evaluation.metrics",
+                           "models"},
     "glnet_cli.evaluation": {"glnet_cli.io"},
     "glnet_cli.vector": {"glnet_cli.io"},
 }

@@ -18,7 +18,8 @@ def test_round_trip_and_log():
                           history=[record])
     saved = state.to_dict()
     assert list(saved) == ["config", "stage", "epoch", "optimizer", "scheduler", "scaler",
-                           "best_miou", "best_stage", "rng", "history"]
+                           "best_miou", "best_stage", "rng", "stage_seconds",
+                           "stage_finished", "history"]
     assert saved["history"] == [{**record.__dict__}]
     assert TrainingState.from_dict(saved) == state
     [line] = state.log_lines()

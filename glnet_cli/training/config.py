@@ -6,9 +6,12 @@ from dataclasses import dataclass, fields
 from typing import Any, Optional
 
 from glnet_cli.errors import InputError
-from glnet_cli.training.settings import PAPER_EPOCHS, PAPER_LR, WEIGHT_DECAY
+from glnet_cli.training.settings import DEFAULT_MONITOR, MONITORS, RECIPES, Recipe
 
 #: What may change when a run is resumed; everything else is read from the model file.
+#: Epochs of a stage under --time-limit when none are given: the clock ends it.
+UNTIL_TIME_RUNS_OUT = (100_000, 100_000, 100_000)
+
 RUNTIME_OPTIONS = ("output", "resume", "overwrite", "device", "precision", "num_workers")
 
 
@@ -19,9 +22,22 @@ class TrainConfig:
     tiles: str
     output: str
     stage: str = "all"
-    epochs: tuple[int, ...] = PAPER_EPOCHS
-    lr: tuple[float, ...] = PAPER_LR
-    weight_decay: float = WEIGHT_DECAY
+    #: ``auto`` (chosen from the backbone's start) or ``paper``; the options below that
+    #: are None take the recipe's value once the start is known.
+    recipe: str = "auto"
+    epochs: Optional[tuple[int, ...]] = None
+    lr: Optional[tuple[float, ...]] = None
+    weight_decay: Optional[float] = None
+    #: ``focal``, ``ce``, ``dice``, ``lovasz`` or a ``+`` sum of them.
+    loss: Optional[str] = None
+    #: ``auto`` (from pixel frequencies), ``none`` or one weight per class.
+    class_weights: Optional[str] = None
+    oversample: Optional[bool] = None
+    #: Wall-clock seconds for the whole run, split over the stages.
+    time_limit: Optional[float] = None
+    monitor: str = DEFAULT_MONITOR
+    #: Epochs without a better monitored score before a stage stops early.
+    patience: Optional[int] = None
     backbone: Optional[str] = None
     width: Optional[int] = None
     size_g: Optional[int] = None
@@ -42,15 +58,39 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "fp32"
     num_workers: int = 2
-    color_jitter: bool = False
+    color_jitter: Optional[bool] = None
     skip_bad: bool = False
 
     def __post_init__(self) -> None:
         self.stage = str(self.stage)
         if self.stage not in ("1", "2", "3", "all"):
             raise InputError(f"--stage {self.stage}: use 1, 2, 3 or all")
-        self.epochs, self.lr = _per_stage(self.epochs, "epochs"), _per_stage(self.lr, "lr")
+        if self.recipe not in RECIPES:
+            raise InputError(f"--recipe {self.recipe}: use {' or '.join(RECIPES)}")
+        if self.epochs is not None:
+            self.epochs = _per_stage(self.epochs, "epochs")
+        if self.lr is not None:
+            self.lr = _per_stage(self.lr, "lr")
         self.bands = tuple(self.bands) if self.bands else None
+        if self.monitor not in MONITORS and not self.monitor.startswith("iou:"):
+            raise InputError(f"--monitor {self.monitor}: use {', '.join(MONITORS)} or iou:CLASS")
+        if self.loss is not None:
+            from models.losses import LOSS_NAMES  # torch: only once a run is configured
+
+            unknown = [n for n in self.loss.lower().split("+") if n.strip() not in LOSS_NAMES]
+            if unknown:
+                raise InputError(f"--loss {self.loss}: {', '.join(unknown) or 'empty'} is not a "
+                                 f"loss; use {', '.join(LOSS_NAMES)} or a sum such as ce+dice")
+        if self.time_limit is not None and self.time_limit <= 0:
+            raise InputError(f"--time-limit {self.time_limit:g}: give a positive duration")
+
+    def apply_recipe(self, recipe: Recipe) -> None:
+        """Fill the options left unset with ``recipe``'s values."""
+        self.epochs = self.epochs or (UNTIL_TIME_RUNS_OUT if self.time_limit else recipe.epochs)
+        self.lr = self.lr or recipe.lr
+        for name in ("weight_decay", "loss", "class_weights", "oversample", "color_jitter"):
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(recipe, name))
 
     @property
     def stages(self) -> list[int]:

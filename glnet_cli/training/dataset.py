@@ -42,6 +42,8 @@ class ReadSpec:
     ignore_index: int
     size_g: int
     size_p: int
+    #: Least overlap of neighbouring crops (a quarter of the crop at most).
+    crop_overlap: int = MIN_OVERLAP
 
 
 @dataclass
@@ -131,7 +133,7 @@ class TileDataset(Dataset):
                     tile: TileInfo, aug: Augment) -> None:
         spec = self.spec
         height, width = sample.shape
-        sample.boxes = crop_grid(height, width, spec.size_p, min(MIN_OVERLAP, spec.size_p // 4))
+        sample.boxes = crop_grid(height, width, spec.size_p, min(spec.crop_overlap, spec.size_p // 4))
         sample.top_lefts = top_lefts(sample.boxes, height, width)
         sample.ratio = (spec.size_p / height, spec.size_p / width)
         patches, labels = [], []
@@ -156,14 +158,21 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, rank: int = 0,
-                  world_size: int = 1, shuffle: bool = True) -> list[list[tuple[int, int]]]:
+                  world_size: int = 1, shuffle: bool = True,
+                  weights: Optional[np.ndarray] = None) -> list[list[tuple[int, int]]]:
     """This rank's batches of ``(epoch, index)`` keys for one epoch.
 
-    The order is a permutation seeded by (seed, epoch); as ``DistributedSampler``
-    does, it is padded (by repeating its start) to a multiple of the world size
-    and dealt out rank by rank, so every rank runs the same number of steps.
+    The order is a permutation seeded by (seed, epoch), or with ``weights``
+    (tile probabilities) ``n`` draws with replacement, so that tiles with rare
+    classes come up more often; as ``DistributedSampler`` does, it is padded
+    (by repeating its start) to a multiple of the world size and dealt out rank
+    by rank, so every rank runs the same number of steps.
     """
-    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+    rng = np.random.default_rng([seed, epoch])
+    if weights is not None:
+        order = rng.choice(n, size=n, p=weights)
+    else:
+        order = rng.permutation(n) if shuffle else np.arange(n)
     padded = np.resize(order, math.ceil(n / world_size) * world_size)
     mine = [(epoch, int(i)) for i in padded[rank::world_size]]
     return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]

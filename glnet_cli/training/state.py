@@ -32,6 +32,14 @@ class EpochRecord:
     val_accuracy: Optional[float] = None
     val_iou: dict[str, Optional[float]] = field(default_factory=dict)
     best: bool = False
+    val_loss: Optional[float] = None
+    val_precision: dict[str, Optional[float]] = field(default_factory=dict)
+    val_recall: dict[str, Optional[float]] = field(default_factory=dict)
+    val_f1: dict[str, Optional[float]] = field(default_factory=dict)
+    #: The --monitor score of this epoch (what picks ``MODEL.best.pt``).
+    monitor: Optional[float] = None
+    #: Why the stage ended after this epoch (``epochs``, ``time``, ``patience``), if it did.
+    stage_end: Optional[str] = None
 
 
 @dataclass
@@ -50,8 +58,13 @@ class TrainingState:
     optimizer: Optional[dict[str, Any]] = None
     scheduler: Optional[dict[str, Any]] = None
     scaler: Optional[dict[str, Any]] = None
+    #: The best monitored score of the current stage (higher is better: a loss is negated).
     best_miou: float = -math.inf
     best_stage: Optional[int] = None
+    #: Seconds each stage has taken (keys are stage numbers), for --time-limit across resumes.
+    stage_seconds: dict[int, float] = field(default_factory=dict)
+    #: Whether ``stage`` ended (by epochs, time or patience) after ``epoch``.
+    stage_finished: bool = False
     rng: Optional[dict[str, Any]] = None
     history: list[EpochRecord] = field(default_factory=list)
 
@@ -60,11 +73,14 @@ class TrainingState:
         return {"config": self.config, "stage": self.stage, "epoch": self.epoch,
                 "optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler,
                 "best_miou": self.best_miou, "best_stage": self.best_stage, "rng": self.rng,
+                "stage_seconds": {int(k): float(v) for k, v in self.stage_seconds.items()},
+                "stage_finished": self.stage_finished,
                 "history": [asdict(r) for r in self.history]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainingState":
         values = {**data, "config": dict(data["config"]),
+                  "stage_seconds": {int(k): v for k, v in data.get("stage_seconds", {}).items()},
                   "history": [EpochRecord(**r) for r in data["history"]]}
         return cls(**values)
 

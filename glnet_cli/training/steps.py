@@ -20,7 +20,6 @@ from torch.utils.checkpoint import checkpoint
 from glnet_cli.training.dataset import Sample
 from models.fpn import Pyramid, SharedFeatures, resize
 from models.glnet import FMREG_WEIGHT, GLNet, Ratio, TopLefts
-from models.losses import FocalLoss
 
 Tensor = torch.Tensor
 #: A stage's loss module returns the loss, the logits it scored and their labels.
@@ -47,7 +46,7 @@ def parts(count: int, size: int) -> list[slice]:
 class StageLoss(nn.Module):
     """A stage's loss around the whole model (DDP only syncs what requires grad)."""
 
-    def __init__(self, model: GLNet, criterion: FocalLoss) -> None:
+    def __init__(self, model: GLNet, criterion: nn.Module) -> None:
         super().__init__()
         self.model, self.criterion = model, criterion
 
@@ -147,9 +146,8 @@ def _stage3_inputs(model: GLNet, batch: Sequence[Sample], device: torch.device,
         places, ratio = sample.top_lefts, sample.ratio
         chunks = parts(len(places), sub_batch)
         with torch.no_grad(), autocast():
-            merged = model.merge_local(context, patches, places, ratio, sub_batch)
-            local_ps3 = [model.local_pyramid(patches[p], context, places[p], ratio).ps3
-                         for p in chunks]
+            merged, local_ps3 = model.merge_local_keeping_ps3(context, patches, places, ratio,
+                                                              chunks)
         yield (image, sample.label_global[None].to(device), merged, local_ps3,
                [labels[p] for p in chunks], [places[p] for p in chunks], ratio)
 
@@ -157,15 +155,16 @@ def _stage3_inputs(model: GLNet, batch: Sequence[Sample], device: torch.device,
 @torch.no_grad()
 def predict(model: GLNet, sample: Sample, stage: int, device: torch.device,
             sub_batch: int) -> Tensor:
-    """Class ids (H, W) of an un-augmented tile, as the model of ``stage`` predicts them.
+    """Class probabilities (C, H, W) of an un-augmented tile, as the model of ``stage`` sees it.
 
-    Stage 1: the global logits upsampled. Stages 2 and 3: each crop's
-    aggregated logits, upsampled and softmaxed, summed over overlapping crops.
+    Stage 1: the global logits upsampled and softmaxed. Stages 2 and 3: each
+    crop's aggregated logits, upsampled and softmaxed, averaged where crops
+    overlap.
     """
     image = sample.image_global[None].to(device)
     context = model.global_pyramid(image)
     if stage == 1:
-        return resize(context.logits.float(), sample.shape).argmax(1)[0]
+        return resize(context.logits.float(), sample.shape).softmax(1)[0]
     patches = sample.patches.to(device)
     places, ratio = sample.top_lefts, sample.ratio
     final = context
@@ -173,10 +172,12 @@ def predict(model: GLNet, sample: Sample, stage: int, device: torch.device,
         final = model.l2g_pyramid(image, model.merge_local(context, patches, places, ratio,
                                                            sub_batch))
     probs = torch.zeros((model.config.n_classes, *sample.shape), device=device)
+    count = torch.zeros(sample.shape, device=device)
     for part in parts(len(places), sub_batch):
         local = model.local_pyramid(patches[part], context, places[part], ratio)
         logits, _ = model.aggregated(local.ps3, final.ps3, places[part], ratio)
         crop_probs = resize(logits.float(), patches.shape[-2:]).softmax(1)
         for box, prob in zip(sample.boxes[part], crop_probs):
             probs[:, box.row:box.bottom, box.col:box.right] += prob
-    return probs.argmax(0)
+            count[box.row:box.bottom, box.col:box.right] += 1
+    return probs / count.clamp_min(1)
