@@ -30,7 +30,7 @@ from models.fpn import Pyramid, resize
 from models.glnet import GLNet, crop_regions
 
 if TYPE_CHECKING:
-    from glnet_cli.io.checkpoint import InputScaling, ModelFile
+    from glnet_cli.io.model.checkpoint import InputScaling, ModelFile
 
 #: The paper's geometry: crops and global view of 508 px, DeepGlobe's 2448 px context.
 SIZE_P, SIZE_G, CONTEXT = 508, 508, 2448
@@ -84,7 +84,7 @@ def standin_model_file(n_classes: int = 7, size_p: int = SIZE_P, size_g: int = S
                        scaling: Optional["InputScaling"] = None) -> "ModelFile":
     """A stage-3 model file in memory whose network is :class:`StandInGLNet` (uint8 input)."""
     from glnet_cli.classes import DEEPGLOBE, generic_table
-    from glnet_cli.io.checkpoint import InputScaling, ModelFile, ModelInfo
+    from glnet_cli.io.model.checkpoint import InputScaling, ModelFile, ModelInfo
 
     model = StandInGLNet(n_classes, in_channels)
     model.stage = 3

@@ -81,7 +81,7 @@ def measure_segment(scene: str, model: str, precision: str, device: str, output:
 
     from glnet_cli.device import resolve_device
     from glnet_cli.inference.engine import SegmentOptions, Segmenter
-    from glnet_cli.io.checkpoint import load_model
+    from glnet_cli.io.model.checkpoint import load_model
 
     target = resolve_device(device)
     segmenter = Segmenter(load_model(model, target), target,

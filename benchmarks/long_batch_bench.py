@@ -59,7 +59,7 @@ def main() -> int:
     torch.set_num_threads(1)
     from glnet_cli.inference.batch import SceneJob, segment_many
     from glnet_cli.inference.engine import Segmenter
-    from glnet_cli.io.checkpoint import load_model
+    from glnet_cli.io.model.checkpoint import load_model
     from tests.helpers import make_tiny_model, rule_scene, write_raster
 
     with tempfile.TemporaryDirectory(prefix="glnet-long-batch-") as work:

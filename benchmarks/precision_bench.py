@@ -67,7 +67,7 @@ def benchmark_inputs(work: Path, size: int) -> tuple[Path, Path]:
     from rasterio.transform import from_origin
 
     from glnet_cli.classes import DEEPGLOBE
-    from glnet_cli.io.checkpoint import InputScaling, ModelInfo, save_model
+    from glnet_cli.io.model.checkpoint import InputScaling, ModelInfo, save_model
     from models.glnet import GLNet
 
     model_path, scene = work / "resnet50.pt", work / f"scene{size}.tif"
@@ -108,7 +108,7 @@ def segment(model: Path, scene: Path, out: Path, precision: str, device: str) ->
 
     from glnet_cli.device import resolve_device
     from glnet_cli.inference.engine import SegmentOptions, Segmenter
-    from glnet_cli.io.checkpoint import load_model
+    from glnet_cli.io.model.checkpoint import load_model
 
     target = resolve_device(device)
     segmenter = Segmenter(load_model(model, target), target,

@@ -25,7 +25,7 @@ SIZE = 16384
 
 _RUN = """
 import re, sys, time
-from glnet_cli.io.preview import write_preview
+from glnet_cli.io.raster.preview import write_preview
 started = time.perf_counter()
 if sys.argv[1] != "-":
     write_preview(sys.argv[2], mask=sys.argv[1], overwrite=True)

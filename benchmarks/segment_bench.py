@@ -58,7 +58,7 @@ def make_model(path: str, config: str) -> None:
     import torch
 
     from glnet_cli.classes import DEEPGLOBE
-    from glnet_cli.io.checkpoint import InputScaling, ModelInfo, save_model
+    from glnet_cli.io.model.checkpoint import InputScaling, ModelInfo, save_model
     from models.glnet import GLNet
 
     backbone, width, size_p, size_g, context = CONFIGS[config]
@@ -76,7 +76,7 @@ def measure(scene: str, model: str, stage: int, device: str, precision: str,
 
     from glnet_cli.device import resolve_device
     from glnet_cli.inference.engine import SegmentOptions, Segmenter
-    from glnet_cli.io.checkpoint import load_model
+    from glnet_cli.io.model.checkpoint import load_model
 
     target = resolve_device(device)
     segmenter = Segmenter(load_model(model, target), target,

@@ -21,8 +21,8 @@ from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 
 from glnet_cli.errors import GlnetWarning, InputError, ModelFileError, RasterError
-from glnet_cli.io.raster import inspect_scene
-from glnet_cli.io.windows import Box
+from glnet_cli.io.raster.read import inspect_scene
+from glnet_cli.io.raster.windows import Box
 
 # torch (checkpoint, segment) is imported only where a model is read, so that
 # `glnet info scene.tif` stays light.
@@ -52,7 +52,7 @@ def describe_file(path: str | os.PathLike) -> dict[str, Any]:
 
 def describe_model(path: str | os.PathLike) -> dict[str, Any]:
     """Metadata of a model file (:meth:`ModelInfo.to_dict` keys plus the file header)."""
-    from glnet_cli.io.checkpoint import read_metadata
+    from glnet_cli.io.model.checkpoint import read_metadata
 
     path = os.fspath(path)
     info, header = read_metadata(path)
@@ -96,7 +96,7 @@ def check_fit(path: str | os.PathLike, model_path: str | os.PathLike,
 
     from glnet_cli.inference.engine import Segmenter
     from glnet_cli.inference.fit import check_fit as fit_checks
-    from glnet_cli.io.checkpoint import load_model
+    from glnet_cli.io.model.checkpoint import load_model
 
     path, model_path = os.fspath(path), os.fspath(model_path)
     model_file = load_model(model_path)

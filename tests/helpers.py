@@ -58,7 +58,7 @@ def make_tiny_model(path: Path | str, bands: int = 3, l2g: bool = True, size_p: 
     import torch
 
     from glnet_cli.classes import generic_table
-    from glnet_cli.io.checkpoint import InputScaling, ModelInfo, save_model
+    from glnet_cli.io.model.checkpoint import InputScaling, ModelInfo, save_model
     from models.glnet import GLNet
 
     torch.manual_seed(seed)
@@ -107,7 +107,7 @@ def make_rule_model(path: Path | str, steps: int = 60, lr: float = 3e-3, size_p:
     import torch.nn.functional as F
 
     from glnet_cli.classes import generic_table
-    from glnet_cli.io.checkpoint import InputScaling, ModelInfo, save_model
+    from glnet_cli.io.model.checkpoint import InputScaling, ModelInfo, save_model
     from models.glnet import GLNet
     from models.losses import FocalLoss
 

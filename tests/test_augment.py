@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from glnet_cli.io.windows import Box
+from glnet_cli.io.raster.windows import Box
 from glnet_cli.training.augment import Augment
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from glnet_cli.classes import IGNORE_INDEX
 from glnet_cli.inference.blend import CropResult, TileBlender, first_argmax, upsample_region_t
-from glnet_cli.io.windows import Box
+from glnet_cli.io.raster.windows import Box
 
 
 @pytest.mark.parametrize("size_in, size_out", [((16, 16), (64, 64)), ((127, 120), (508, 480)),

@@ -18,9 +18,9 @@ from click.testing import CliRunner
 from glnet_cli.classes import DEEPGLOBE
 from glnet_cli.cli import main
 from glnet_cli.errors import InputError, ModelFileError, OutputExistsError
-from glnet_cli.io.checkpoint import (FORMAT_VERSION, InputScaling, ModelInfo, load_model,
+from glnet_cli.io.model.checkpoint import (FORMAT_VERSION, InputScaling, ModelInfo, load_model,
                                      read_info, save_model)
-from glnet_cli.io.model_schema import check_payload
+from glnet_cli.io.model.schema import check_payload
 from models.glnet import GLNet
 from tests.helpers import write_raster
 
@@ -252,7 +252,7 @@ def test_save_refuses_to_replace_and_full_disk_leaves_the_old_file(tmp_path):
     script = textwrap.dedent(f"""
         import resource, sys
         from glnet_cli.errors import OutputWriteError
-        from glnet_cli.io.checkpoint import load_model, save_model
+        from glnet_cli.io.model.checkpoint import load_model, save_model
         loaded = load_model({str(path)!r})
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
         try:

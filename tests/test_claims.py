@@ -21,7 +21,7 @@ from glnet_cli.errors import OutputExistsError
 from glnet_cli.inference.batch import SceneJob, batch_exit_code, segment_many
 from glnet_cli.inference.engine import Segmenter
 from glnet_cli.io import claims
-from glnet_cli.io.checkpoint import load_model
+from glnet_cli.io.model.checkpoint import load_model
 from glnet_cli.io.claims import (CLAIM_MARK, EXISTS, STALE_AFTER_S, TAKEN, Holder, claim_path,
                                  claim_unless_done, process_start, read_holder, try_claim)
 from tests.helpers import make_tiny_model, rule_scene, write_raster

@@ -23,8 +23,8 @@ from click.testing import CliRunner
 from rasterio.io import MemoryFile
 
 from glnet_cli.cli import gdal_config, main
-from glnet_cli.io.windows import Box
-from glnet_cli.io.raster import SceneReader, inspect_scene
+from glnet_cli.io.raster.windows import Box
+from glnet_cli.io.raster.read import SceneReader, inspect_scene
 from tests.helpers import DEFAULT_CRS, DEFAULT_TRANSFORM, make_tiny_model
 
 #: What a cloud user sets: no directory listing or sidecar probes, no retries to wait for.

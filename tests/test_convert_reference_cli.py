@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from glnet_cli.cli import main
-from glnet_cli.io.checkpoint import load_model
+from glnet_cli.io.model.checkpoint import load_model
 from models.convert import load_reference
 from tests.models.reference_layout import reference_state_dict
 

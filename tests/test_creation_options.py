@@ -8,9 +8,9 @@ from click.testing import CliRunner
 
 from glnet_cli.cli import main
 from glnet_cli.errors import InputError
-from glnet_cli.io.creation_options import (check_options, cog_options, driver_options,
+from glnet_cli.io.raster.creation_options import (check_options, cog_options, driver_options,
                                            parse_option_list)
-from glnet_cli.io.writer import output_options
+from glnet_cli.io.raster.writer import output_options
 from tests.helpers import make_tiny_model, rule_scene, write_raster
 
 GTIFF_COMPRESSORS = ("NONE, LZW, PACKBITS, JPEG, CCITTRLE, CCITTFAX3, CCITTFAX4, DEFLATE, LZMA, "

@@ -7,9 +7,9 @@ import pytest
 import rasterio
 
 from glnet_cli.classes import IGNORE_INDEX
-from glnet_cli.io.checkpoint import InputScaling
-from glnet_cli.io.raster import SceneReader, inspect_scene
-from glnet_cli.io.windows import Box
+from glnet_cli.io.model.checkpoint import InputScaling
+from glnet_cli.io.raster.read import SceneReader, inspect_scene
+from glnet_cli.io.raster.windows import Box
 from glnet_cli.training.augment import Augment
 from glnet_cli.training.dataset import ReadSpec, TileDataset, epoch_batches, split_by_name
 from tests.helpers import checked_tiles, make_tiles, tile_arrays, write_raster

@@ -24,8 +24,8 @@ from glnet_cli.classes import IGNORE_INDEX
 from glnet_cli.commands.segment import _summary_line
 from glnet_cli.inference.engine import SegmentOptions, Segmenter
 from glnet_cli.inference.grid import blend_weights
-from glnet_cli.io.checkpoint import InputScaling
-from glnet_cli.io.raster import SceneReader
+from glnet_cli.io.model.checkpoint import InputScaling
+from glnet_cli.io.raster.read import SceneReader
 from tests.helpers import rule_scene, write_raster
 
 SIZE_P, SIZE_G, CONTEXT, OVERLAP, CLASSES = 32, 64, 128, 8, 5

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from glnet_cli.inference.engine import SegmentOptions, Segmenter
-from glnet_cli.io.checkpoint import load_model
+from glnet_cli.io.model.checkpoint import load_model
 from tests.helpers import make_tiny_model, rule_scene, write_raster
 
 #: How far the estimated peak may be from the measured one, as a fraction of the measured.

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from glnet_cli.inference.grid import blend_weights, crop_grid, crop_starts, plan_scene
-from glnet_cli.io.windows import Box, iter_windows
+from glnet_cli.io.raster.windows import Box, iter_windows
 
 
 def covered(boxes, height: int, width: int) -> np.ndarray:

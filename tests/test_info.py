@@ -17,7 +17,7 @@ from glnet_cli.errors import GlnetWarning, InputError
 from glnet_cli.inference.engine import Segmenter
 from glnet_cli.inference.fit import check_fit as scene_fit
 from glnet_cli.info import check_fit, describe_file
-from glnet_cli.io.checkpoint import load_model, save_model
+from glnet_cli.io.model.checkpoint import load_model, save_model
 from tests.helpers import DEFAULT_TRANSFORM, make_tiny_model, write_raster
 
 RGB = np.random.default_rng(0).integers(0, 255, (3, 100, 100), dtype=np.uint8)

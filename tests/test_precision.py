@@ -15,7 +15,7 @@ from glnet_cli.cli import main
 from glnet_cli.device import autocast, cpu_has_native_bf16, resolve_precision
 from glnet_cli.errors import InputError
 from glnet_cli.inference.engine import SegmentOptions, Segmenter
-from glnet_cli.io.checkpoint import load_model
+from glnet_cli.io.model.checkpoint import load_model
 from tests.helpers import make_tiny_model, rule_scene, write_raster
 
 CPU = torch.device("cpu")

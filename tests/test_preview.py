@@ -12,7 +12,7 @@ from rasterio.enums import Resampling
 
 from glnet_cli.classes import IGNORE_INDEX, generic_table
 from glnet_cli.cli import main
-from glnet_cli.io.preview import ALPHA, MAX_SIZE, preview_shape, write_preview
+from glnet_cli.io.raster.preview import ALPHA, MAX_SIZE, preview_shape, write_preview
 from tests.helpers import make_tiny_model, write_raster
 
 CLASSES = generic_table(3)

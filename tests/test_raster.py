@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from glnet_cli.cli import main
 from glnet_cli.errors import RasterError
-from glnet_cli.io.windows import Box
-from glnet_cli.io.raster import SceneReader, inspect_scene
+from glnet_cli.io.raster.windows import Box
+from glnet_cli.io.raster.read import SceneReader, inspect_scene
 from tests.helpers import make_tiny_model, write_raster
 
 SIZE, BORDER = 96, 8

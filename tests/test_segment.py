@@ -19,7 +19,7 @@ from glnet_cli.cli import main
 from glnet_cli.errors import InputError
 from glnet_cli.inference.engine import SegmentOptions, Segmenter
 from glnet_cli.inference.grid import plan_scene
-from glnet_cli.io.checkpoint import load_model
+from glnet_cli.io.model.checkpoint import load_model
 from tests.helpers import (corrupt_raster, make_tiny_model, rule_scene,
                            write_raster)
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from glnet_cli.cli import main
 from glnet_cli.errors import InputError
-from glnet_cli.io.stac_input import choose_asset, is_stac, read_stac
+from glnet_cli.io.stac.read import choose_asset, is_stac, read_stac
 from tests.helpers import make_tiny_model, rule_scene, write_raster
 from tests.test_cloud import serve
 
@@ -226,6 +226,6 @@ def test_commands_without_stac_do_not_import_pystac():
     import sys
 
     code = ("import sys, glnet_cli.commands.segment, glnet_cli.inference.archive, "
-            "glnet_cli.io.preview; print('pystac' in sys.modules)")
+            "glnet_cli.io.raster.preview; print('pystac' in sys.modules)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.stdout.strip() == "False", run.stderr

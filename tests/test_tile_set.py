@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from glnet_cli.errors import DataError
-from glnet_cli.io.checkpoint import InputScaling
+from glnet_cli.io.model.checkpoint import InputScaling
 from glnet_cli.training.tile_set import measure_scaling, settle_problems
 from glnet_cli.training.tiles import PairProblem
 from tests.helpers import checked_tiles, make_tiles, write_raster

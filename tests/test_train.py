@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 from click.testing import CliRunner
 
 from glnet_cli.cli import main
-from glnet_cli.io.checkpoint import load_model
+from glnet_cli.io.model.checkpoint import load_model
 from glnet_cli.training.train import TrainConfig, train
 from tests.helpers import make_tiles, tile_arrays, write_raster
 

@@ -15,7 +15,7 @@ from glnet_cli.cli import main
 from glnet_cli.commands.train import DurationType
 from glnet_cli.errors import InputError
 from glnet_cli.evaluation.metrics import ConfusionMatrix
-from glnet_cli.io.checkpoint import load_model
+from glnet_cli.io.model.checkpoint import load_model
 from glnet_cli.training.budget import StageClock, lr_factor, stage_allowance
 from glnet_cli.training.class_stats import ClassCounts, count_classes, parse_class_weights, \
     tile_weights

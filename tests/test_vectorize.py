@@ -20,7 +20,7 @@ from rasterio.features import rasterize
 from rasterio.transform import Affine, from_bounds
 from shapely.geometry import shape
 
-from glnet_cli.io import vector_output
+from glnet_cli.io.vector import output as vector_output
 from glnet_cli.cli import main
 from glnet_cli.errors import GlnetWarning, InputError, OutputExistsError, OutputWriteError
 from glnet_cli.io.paths import PARTIAL_MARK

@@ -27,9 +27,9 @@ from click.testing import CliRunner
 from glnet_cli.cli import main
 from glnet_cli.errors import OutputExistsError
 from glnet_cli.inference.engine import Segmenter
-from glnet_cli.io.checkpoint import load_model
+from glnet_cli.io.model.checkpoint import load_model
 from glnet_cli.io.paths import PARTIAL_MARK
-from glnet_cli.io.writer import MaskWriter
+from glnet_cli.io.raster.writer import MaskWriter
 from tests.helpers import (FILE_TOO_LARGE, file_size_limit, make_tiny_model, rule_scene,
                            write_raster)
 

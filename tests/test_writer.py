@@ -13,9 +13,9 @@ from rasterio.crs import CRS
 
 from glnet_cli.classes import IGNORE_INDEX, generic_table
 from glnet_cli.errors import OutputWriteError
-from glnet_cli.io.raster import SceneInfo
-from glnet_cli.io.windows import TILE_SIZE, iter_windows
-from glnet_cli.io.writer import FinishedTile, MaskWriter, OutputFile, output_options
+from glnet_cli.io.raster.read import SceneInfo
+from glnet_cli.io.raster.windows import TILE_SIZE, iter_windows
+from glnet_cli.io.raster.writer import FinishedTile, MaskWriter, OutputFile, output_options
 from tests.helpers import DEFAULT_CRS, DEFAULT_TRANSFORM, FILE_TOO_LARGE, file_size_limit
 
 HEIGHT, WIDTH = 700, 600  # four tiles of TILE_SIZE, three of them cut by the edges

@@ -7,7 +7,7 @@ from typing import Optional
 import click
 
 from glnet_cli.architecture import SIZE_RANGE
-from glnet_cli.io.reference import DEEPGLOBE_CONTEXT
+from glnet_cli.io.model.reference import DEEPGLOBE_CONTEXT
 from glnet_cli.options import overwrite_opt
 
 _FILE = click.Path(dir_okay=False)
@@ -42,7 +42,7 @@ def convert_reference_command(stage1: str, stage2: Optional[str], stage3: Option
         --stage3 fpn_deepglobe_local2global.pth --classes deepglobe -o deepglobe.pt
     """
     from glnet_cli.classes import load_class_table  # here, so that --help starts at once
-    from glnet_cli.io.reference import convert_reference
+    from glnet_cli.io.model.reference import convert_reference
 
     result = convert_reference(stage1, output, load_class_table(classes), stage2, stage3,
                                context_size, size_g, size_p, gsd, overwrite=overwrite)

@@ -65,7 +65,7 @@ def info_command(ctx: click.Context, path: str, model_path: Optional[str],
     if preview and report["kind"] == "model":
         raise click.UsageError(f"{path} is a model file; --preview shows a mask or a scene")
     if preview:
-        from glnet_cli.io.preview import preview_file
+        from glnet_cli.io.raster.preview import preview_file
 
         report["preview"] = {"path": preview, "of": preview_file(path, preview,
                                                                   overwrite=overwrite)}

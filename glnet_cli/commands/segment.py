@@ -101,9 +101,9 @@ def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str
     from glnet_cli.inference.archive import ArchiveSegmenter, plan_archive, write_batch_catalog
     from glnet_cli.inference.batch import batch_exit_code, segment_many, shard
     from glnet_cli.inference.engine import SegmentOptions, Segmenter
-    from glnet_cli.io.checkpoint import load_model  # torch: here, so that --help starts at once
+    from glnet_cli.io.model.checkpoint import load_model  # torch: here, so that --help starts at once
     from glnet_cli.inference.shards import array_shard, parse_shard
-    from glnet_cli.io.writer import output_options
+    from glnet_cli.io.raster.writer import output_options
     from glnet_cli.training.distributed import distributed
 
     if not dry_run:  # refused now, not after hours of work

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Optional
 
 import click
 
-from glnet_cli.io.vector_formats import DRIVER_NAMES, LAYOUTS
+from glnet_cli.io.vector.formats import DRIVER_NAMES, LAYOUTS
 from glnet_cli.options import IntListType, overwrite_opt, quiet_opt
 from glnet_cli.progress import ProgressReporter
 from glnet_cli.tables import print_tables, table

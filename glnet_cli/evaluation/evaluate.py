@@ -20,8 +20,8 @@ from glnet_cli.classes import IGNORE_INDEX, ClassTable, table_from_tags
 from glnet_cli.errors import GlnetWarning, InputError, RasterError
 from glnet_cli.evaluation.metrics import ConfusionMatrix
 from glnet_cli.evaluation.truth import open_truth
-from glnet_cli.io.raster import open_raster
-from glnet_cli.io.windows import iter_windows
+from glnet_cli.io.raster.read import open_raster
+from glnet_cli.io.raster.windows import iter_windows
 from glnet_cli.progress_callback import ProgressCallback
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from glnet_cli.classes import IGNORE_INDEX, ClassTable
 from glnet_cli.errors import GlnetWarning, InputError, RasterError
 from glnet_cli.evaluation.truth_grid import TruthReader, check_overlap, warn_no_crs
 from glnet_cli.evaluation.vector_truth import vector_reader
-from glnet_cli.io.raster import open_raster
+from glnet_cli.io.raster.read import open_raster
 
 
 @contextlib.contextmanager

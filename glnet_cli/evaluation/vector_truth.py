@@ -29,7 +29,7 @@ from rasterio.windows import bounds as window_bounds
 
 from glnet_cli.errors import GlnetWarning, InputError
 from glnet_cli.evaluation.truth_grid import TruthReader, check_overlap, warn_no_crs
-from glnet_cli.io.reproject import reproject_geometries
+from glnet_cli.io.vector.reproject import reproject_geometries
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from glnet_cli.io.paths import check_distinct
 
 if TYPE_CHECKING:
     from glnet_cli.inference.engine import PlanSummary, Segmenter, SegmentResult
-    from glnet_cli.io.stac_input import ChosenAsset, StacScene
+    from glnet_cli.io.stac.read import ChosenAsset, StacScene
 
 #: The batch's catalogue, in the output folder (``catalog.shard-K-of-N.json`` for a shard).
 CATALOG_NAME = "catalog.json"
@@ -50,7 +50,7 @@ def plan_archive(inputs: Sequence[str], output: str, probabilities: Optional[str
     An ItemCollection, Catalog or Collection is a batch, as a folder is; one
     Item into a file is a single run. ``shard`` applies to a batch only.
     """
-    from glnet_cli.io.stac_input import is_stac
+    from glnet_cli.io.stac.read import is_stac
 
     report = shard.name(report) if shard and report else report
     if not any(is_stac(spec) for spec in inputs):
@@ -74,7 +74,7 @@ def plan_archive(inputs: Sequence[str], output: str, probabilities: Optional[str
 def _resolve_stac(inputs: Sequence[str], output: str, probabilities: Optional[str],
                   report: Optional[str], *, overwrite: bool,
                   prepare: bool) -> tuple[ResolvedOutputs, dict[str, "StacScene"]]:
-    from glnet_cli.io.stac_input import is_stac, read_stac
+    from glnet_cli.io.stac.read import is_stac, read_stac
 
     named: dict[str, str] = {}
     sources: dict[str, StacScene] = {}
@@ -114,7 +114,7 @@ class ArchiveSegmenter:
 
     def source(self, path: str) -> "ChosenAsset":
         """What to read for a job's scene: a STAC item's asset and bands, or the path itself."""
-        from glnet_cli.io.stac_input import ChosenAsset, choose_asset, model_band_names
+        from glnet_cli.io.stac.read import ChosenAsset, choose_asset, model_band_names
 
         scene = self.plan.sources.get(path)
         if scene is None:
@@ -137,8 +137,8 @@ class ArchiveSegmenter:
 
         The sidecars describe the mask just written, so they replace older ones.
         """
-        from glnet_cli.io.preview import quicklook_path, write_preview
-        from glnet_cli.io.stac_output import item_path
+        from glnet_cli.io.raster.preview import quicklook_path, write_preview
+        from glnet_cli.io.stac.write import item_path
 
         chosen = self.source(path)
         thumbnail = quicklook_path(output) if self.preview else None
@@ -166,7 +166,7 @@ class ArchiveSegmenter:
 
     def _write_item(self, path: str, output: str, thumbnail: Optional[str],
                     probabilities: Optional[str], cog: bool) -> None:
-        from glnet_cli.io.stac_output import MaskProvenance, sha256_file, write_mask_item
+        from glnet_cli.io.stac.write import MaskProvenance, sha256_file, write_mask_item
 
         if self._model_sha256 is None:
             self._model_sha256 = sha256_file(self.model_path)
@@ -186,7 +186,7 @@ def write_batch_catalog(plan: ArchivePlan, reports: Sequence[SceneReport]) -> Op
     """
     if plan.catalog is None:
         return None
-    from glnet_cli.io.stac_output import item_path, write_catalog
+    from glnet_cli.io.stac.write import item_path, write_catalog
 
     items = [item_path(r.output) for r in reports
              if r.status in ("ok", "skipped") and os.path.isfile(item_path(r.output))]

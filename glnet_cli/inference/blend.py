@@ -16,8 +16,8 @@ import torch
 
 from glnet_cli.classes import IGNORE_INDEX
 from glnet_cli.inference.grid import blend_weights
-from glnet_cli.io.windows import Box
-from glnet_cli.io.writer import FinishedTile
+from glnet_cli.io.raster.windows import Box
+from glnet_cli.io.raster.writer import FinishedTile
 
 
 @dataclass

@@ -37,10 +37,10 @@ from glnet_cli.inference.network import BlockContext, BlockNetwork
 from glnet_cli.inference.reader import READ_THREADS, CropBatch, CropReader, GlobalView, PassDone
 from glnet_cli.inference.scheduler import TileScheduler
 from glnet_cli.inference.workers import BackgroundWorker
-from glnet_cli.io.checkpoint import ModelFile
+from glnet_cli.io.model.checkpoint import ModelFile
 from glnet_cli.io.paths import atomic_output, check_distinct, check_output
-from glnet_cli.io.raster import SceneInfo, bounded_block_cache
-from glnet_cli.io.writer import MaskWriter, OutputFile, OutputOptions, output_options
+from glnet_cli.io.raster.read import SceneInfo, bounded_block_cache
+from glnet_cli.io.raster.writer import MaskWriter, OutputFile, OutputOptions, output_options
 from glnet_cli.progress_callback import ProgressCallback
 from models.inference import prepare_for_inference
 

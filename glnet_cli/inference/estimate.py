@@ -20,9 +20,9 @@ from glnet_cli.inference.memory import (MB, MEMORY_BUDGET_MB, MemoryEstimate, Ne
                                         auto_batch_size, estimate, largest_auto_batch,
                                         weight_bytes)
 from glnet_cli.inference.reader import l2g_crop_count
-from glnet_cli.io.checkpoint import ModelInfo
-from glnet_cli.io.raster import BLOCK_CACHE_MB, SceneInfo, SceneReader
-from glnet_cli.io.windows import TILE_SIZE, Box
+from glnet_cli.io.model.checkpoint import ModelInfo
+from glnet_cli.io.raster.read import BLOCK_CACHE_MB, SceneInfo, SceneReader
+from glnet_cli.io.raster.windows import TILE_SIZE, Box
 
 
 @dataclass

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from glnet_cli.errors import GlnetWarning, InputError, RasterError
-from glnet_cli.io.raster import SceneInfo, inspect_scene
+from glnet_cli.io.raster.read import SceneInfo, inspect_scene
 
 if TYPE_CHECKING:  # torch: not needed to check a fit
-    from glnet_cli.io.checkpoint import ModelFile, ModelInfo
+    from glnet_cli.io.model.checkpoint import ModelFile, ModelInfo
 
 #: Scene / model pixel-size ratios that run without a warning about scale.
 GSD_RATIO_RANGE = (0.5, 2.0)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from glnet_cli.io.windows import TILE_SIZE, Box, iter_windows
+from glnet_cli.io.raster.windows import TILE_SIZE, Box, iter_windows
 
 
 def crop_starts(length: int, size: int, min_overlap: int = 50) -> list[int]:

@@ -14,8 +14,8 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from glnet_cli.inference.reader import Pixels
-from glnet_cli.io.checkpoint import InputScaling
-from glnet_cli.io.windows import Box
+from glnet_cli.io.model.checkpoint import InputScaling
+from glnet_cli.io.raster.windows import Box
 from models.fpn import Pyramid
 from models.glnet import GLNet, LocalToGlobalCanvas, coverage_template
 

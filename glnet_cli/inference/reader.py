@@ -22,8 +22,8 @@ import torch
 
 from glnet_cli.inference.grid import ScenePlan
 from glnet_cli.inference.workers import Prefetcher
-from glnet_cli.io.raster import SceneInfo, SceneReader
-from glnet_cli.io.windows import Box
+from glnet_cli.io.raster.read import SceneInfo, SceneReader
+from glnet_cli.io.raster.windows import Box
 
 
 def _cores() -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from glnet_cli.inference.blend import CropResult
 from glnet_cli.inference.grid import ScenePlan
-from glnet_cli.io.windows import Box
+from glnet_cli.io.raster.windows import Box
 
 
 class TileScheduler:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from glnet_cli.io.windows import Box
+from glnet_cli.io.raster.windows import Box
 
 
 @dataclass(frozen=True)

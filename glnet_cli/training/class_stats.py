@@ -15,8 +15,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from glnet_cli.errors import InputError
-from glnet_cli.io.raster import open_raster
-from glnet_cli.io.windows import Box
+from glnet_cli.io.raster.read import open_raster
+from glnet_cli.io.raster.windows import Box
 from glnet_cli.training.tiles import TileInfo, read_labels
 from models.losses import class_weights_from_frequencies
 

@@ -2,7 +2,7 @@
 
 Tiles are never read whole at full resolution: the global view is a decimated
 read, each local crop a window, both through the
-:class:`~glnet_cli.io.raster.SceneReader` calls, valid masks and input scaling
+:class:`~glnet_cli.io.raster.read.SceneReader` calls, valid masks and input scaling
 that inference uses, so that a model is trained on exactly the inputs it is
 later run on.
 """
@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from glnet_cli.classes import IGNORE_INDEX, ClassTable
 from glnet_cli.inference.grid import crop_grid, top_lefts
-from glnet_cli.io.checkpoint import InputScaling
-from glnet_cli.io.raster import Patch, SceneReader, open_raster
-from glnet_cli.io.windows import Box
+from glnet_cli.io.model.checkpoint import InputScaling
+from glnet_cli.io.raster.read import Patch, SceneReader, open_raster
+from glnet_cli.io.raster.windows import Box
 from glnet_cli.training.augment import Augment
 from glnet_cli.training.tiles import TileInfo, loader_generator, read_labels
 

@@ -26,7 +26,7 @@ import torch
 
 from glnet_cli.device import autocast
 from glnet_cli.evaluation.metrics import ConfusionMatrix
-from glnet_cli.io.checkpoint import ModelInfo, load_model, save_model
+from glnet_cli.io.model.checkpoint import ModelInfo, load_model, save_model
 from glnet_cli.io.paths import atomic_output
 from glnet_cli.progress_callback import ProgressCallback
 from glnet_cli.training.budget import StageClock, lr_factor, stage_allowance

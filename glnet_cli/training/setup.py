@@ -18,7 +18,7 @@ import numpy as np
 
 from glnet_cli.classes import ClassTable, load_class_table
 from glnet_cli.errors import DataError, GlnetWarning, InputError, PretrainedWeightsMissing
-from glnet_cli.io.checkpoint import ModelFile, ModelInfo, load_model
+from glnet_cli.io.model.checkpoint import ModelFile, ModelInfo, load_model
 from glnet_cli.io.paths import check_distinct, check_output
 from glnet_cli.training.class_stats import (ClassCounts, count_classes, parse_class_weights,
                                             tile_weights)

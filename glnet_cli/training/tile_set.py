@@ -17,9 +17,9 @@ import numpy as np
 
 from glnet_cli.classes import IGNORE_INDEX, ClassTable, generic_table
 from glnet_cli.errors import DataError
-from glnet_cli.io.checkpoint import InputScaling
-from glnet_cli.io.raster import SceneReader
-from glnet_cli.io.windows import Box
+from glnet_cli.io.model.checkpoint import InputScaling
+from glnet_cli.io.raster.read import SceneReader
+from glnet_cli.io.raster.windows import Box
 from glnet_cli.training.tiles import PairProblem, TileInfo
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from glnet_cli.classes import IGNORE_INDEX, ClassTable
 from glnet_cli.errors import GlnetError, InputError, RasterError
-from glnet_cli.io.raster import open_raster
-from glnet_cli.io.windows import Box, iter_windows
+from glnet_cli.io.raster.read import open_raster
+from glnet_cli.io.raster.windows import Box, iter_windows
 
 #: File types read as tiles (GDAL reads PNG and JPEG as well as GeoTIFF).
 TILE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")

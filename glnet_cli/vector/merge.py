@@ -23,7 +23,7 @@ import shapely
 from rasterio.features import shapes
 from shapely.geometry import shape
 
-from glnet_cli.io.windows import Box
+from glnet_cli.io.raster.windows import Box
 
 
 class EdgeMerger:

@@ -24,14 +24,14 @@ from rasterio.windows import Window
 
 from glnet_cli.classes import table_from_tags
 from glnet_cli.errors import GlnetWarning, InputError, RasterError
-from glnet_cli.io.geojson_stream import GeoJSONTextWriter
+from glnet_cli.io.vector.geojson_stream import GeoJSONTextWriter
 from glnet_cli.io.paths import check_distinct
-from glnet_cli.io.raster import SINGLE_PASS_CACHE_MB, bounded_block_cache, open_raster
-from glnet_cli.io.vector_crs import output_crs
-from glnet_cli.io.vector_formats import (check_field_text, check_layout, check_vector_output,
+from glnet_cli.io.raster.read import SINGLE_PASS_CACHE_MB, bounded_block_cache, open_raster
+from glnet_cli.io.vector.crs import output_crs
+from glnet_cli.io.vector.formats import (check_field_text, check_layout, check_vector_output,
                                          default_output, resolve_driver)
-from glnet_cli.io.vector_output import VectorWriter
-from glnet_cli.io.windows import iter_windows
+from glnet_cli.io.vector.output import VectorWriter
+from glnet_cli.io.raster.windows import iter_windows
 from glnet_cli.progress_callback import ProgressCallback
 from glnet_cli.vector.merge import EdgeMerger
 

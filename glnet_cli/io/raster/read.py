@@ -24,7 +24,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOEr
 from rasterio.windows import Window
 
 from glnet_cli.errors import GlnetWarning, InputError, RasterError
-from glnet_cli.io.windows import Box
+from glnet_cli.io.raster.windows import Box
 
 log = logging.getLogger(__name__)
 

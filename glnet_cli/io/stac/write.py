@@ -24,7 +24,7 @@ from rasterio.warp import transform as warp_points
 
 from glnet_cli.classes import IGNORE_INDEX, ClassTable
 from glnet_cli.io.paths import write_text
-from glnet_cli.io.stac_input import require_pystac
+from glnet_cli.io.stac.read import require_pystac
 
 #: The processing extension: where ``processing:software`` is defined.
 PROCESSING_SCHEMA = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"

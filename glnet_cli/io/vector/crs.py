@@ -15,7 +15,7 @@ from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
 from glnet_cli.errors import GlnetWarning, InputError, RasterError
-from glnet_cli.io.reproject import reproject_geometries
+from glnet_cli.io.vector.reproject import reproject_geometries
 
 #: RFC 7946: GeoJSON is always WGS84 longitude/latitude.
 WGS84 = "EPSG:4326"

@@ -15,7 +15,7 @@ import shapely
 from shapely.geometry.polygon import orient
 
 from glnet_cli.errors import OutputWriteError
-from glnet_cli.io.vector_crs import PolygonSink
+from glnet_cli.io.vector.crs import PolygonSink
 
 #: Decimals of a GeoJSON coordinate (about 1 cm), as GDAL's RFC 7946 writer keeps.
 GEOJSON_DECIMALS = 7

@@ -10,7 +10,7 @@ from glnet_cli.io.paths import check_distinct, check_output
 
 if TYPE_CHECKING:
     from glnet_cli.classes import ClassTable
-    from glnet_cli.io.checkpoint import ModelFile
+    from glnet_cli.io.model.checkpoint import ModelFile
 
 #: How the released DeepGlobe models were trained: whole 2448 x 2448 images
 #: seen by the global branch as 508 x 508, crops of 508, 0.5 m pixels.
@@ -27,7 +27,7 @@ def convert_reference(stage1: str, output: str, classes: ClassTable,
     one of the reference files.
     """
     # torch: imported here, so that `glnet convert-reference --help` reads DEEPGLOBE_CONTEXT fast.
-    from glnet_cli.io.checkpoint import InputScaling, ModelFile, ModelInfo, save_model
+    from glnet_cli.io.model.checkpoint import InputScaling, ModelFile, ModelInfo, save_model
     from models.convert import ReferenceLayoutError, load_reference
 
     for label, path in (("--stage1", stage1), ("--stage2", stage2), ("--stage3", stage3)):

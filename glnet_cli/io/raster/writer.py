@@ -5,7 +5,7 @@ caller hands in temp paths and publishes them only when the run succeeded;
 this module makes sure "succeeded" is true: every failure GDAL reports while
 the files are written, closed or converted to COG (a full disk often shows
 only as a log line when the block cache is flushed at close) fails the run,
-and :func:`~glnet_cli.io.readback.check_written` reads the finished file back
+and :func:`~glnet_cli.io.raster.readback.check_written` reads the finished file back
 before it is published.
 """
 
@@ -29,12 +29,12 @@ from rasterio.transform import Affine
 
 from glnet_cli.classes import IGNORE_INDEX, ClassTable
 from glnet_cli.errors import InputError, OutputError
-from glnet_cli.io.creation_options import check_options, cog_options
+from glnet_cli.io.raster.creation_options import check_options, cog_options
 from glnet_cli.io.gdal_messages import GdalMessages, capture_gdal_messages, quiet_libtiff
 from glnet_cli.io.paths import write_failure
-from glnet_cli.io.raster import SceneInfo
-from glnet_cli.io.readback import check_written
-from glnet_cli.io.windows import TILE_SIZE, Box
+from glnet_cli.io.raster.read import SceneInfo
+from glnet_cli.io.raster.readback import check_written
+from glnet_cli.io.raster.windows import TILE_SIZE, Box
 
 #: Creation options of every mask; ``--co`` overrides them key by key.
 MASK_OPTIONS = {"TILED": "YES", "BLOCKXSIZE": str(TILE_SIZE), "BLOCKYSIZE": str(TILE_SIZE),

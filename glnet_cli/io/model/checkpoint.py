@@ -2,7 +2,7 @@
 
 A model file is a ``torch.save`` of a plain dict (tensors, numbers, strings,
 lists) so it loads with ``weights_only=True``: opening a model file never runs
-code. Every field is checked when the file is read (:mod:`glnet_cli.io.model_schema`).
+code. Every field is checked when the file is read (:mod:`glnet_cli.io.model.schema`).
 It is written to a temporary file, read back and checked, then renamed, so a
 crash or a full disk never leaves a truncated model behind.
 """
@@ -20,7 +20,7 @@ import torch
 
 from glnet_cli.classes import ClassTable
 from glnet_cli.errors import InputError, ModelFileError, OutputWriteError
-from glnet_cli.io.model_schema import (DTYPE_RANGE, FORMAT, FORMAT_VERSION, check_payload,
+from glnet_cli.io.model.schema import (DTYPE_RANGE, FORMAT, FORMAT_VERSION, check_payload,
                                        check_state_dict)
 from glnet_cli.io.paths import atomic_output
 from models.glnet import GLNet, GLNetConfig

@@ -18,7 +18,7 @@ from rasterio.enums import Interleaving
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from glnet_cli.io.gdal_messages import capture_gdal_messages
-from glnet_cli.io.windows import Box
+from glnet_cli.io.raster.windows import Box
 
 
 def check_written(path: str, width: int, height: int, count: int) -> None:

@@ -6,8 +6,8 @@ memory. A file output is written under glnet's temp names beside the target
 re-opened and checked, and published only when complete; anything GDAL
 reports as lost (a value too wide for its field, a full disk) fails the run,
 and a failed run leaves no half-written Shapefile, GeoPackage or GeoJSON.
-GeoJSON to a stream is :mod:`glnet_cli.io.geojson_stream`'s job; the output's
-CRS and the polygons it cannot hold are :mod:`glnet_cli.io.vector_crs`'s.
+GeoJSON to a stream is :mod:`glnet_cli.io.vector.geojson_stream`'s job; the output's
+CRS and the polygons it cannot hold are :mod:`glnet_cli.io.vector.crs`'s.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from shapely.geometry import mapping
 from glnet_cli.errors import GlnetError, OutputWriteError
 from glnet_cli.io.gdal_messages import GdalMessages, capture_gdal_messages
 from glnet_cli.io.paths import PartialFiles, fsync_file, publish, write_failure
-from glnet_cli.io.vector_crs import PolygonSink
-from glnet_cli.io.vector_formats import SHAPEFILE_SIDECARS, SHAPEFILE_TEXT_BYTES, output_files
+from glnet_cli.io.vector.crs import PolygonSink
+from glnet_cli.io.vector.formats import SHAPEFILE_SIDECARS, SHAPEFILE_TEXT_BYTES, output_files
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class VectorWriter(PolygonSink):
 
     Args:
         path: the final output file.
-        driver: an OGR driver from :func:`~glnet_cli.io.vector_formats.resolve_driver`.
+        driver: an OGR driver from :func:`~glnet_cli.io.vector.formats.resolve_driver`.
         crs: WKT of the geometries' CRS, or None when the mask has none.
         to_crs: WKT/EPSG of the output CRS when it differs from ``crs``.
         layout: ``one-layer``, or ``layer-per-class`` (GeoPackage only).

@@ -20,7 +20,7 @@ from rasterio.enums import Resampling
 from glnet_cli.classes import IGNORE_INDEX, ClassTable, generic_table, table_from_tags
 from glnet_cli.errors import InputError
 from glnet_cli.io.paths import atomic_output, check_output
-from glnet_cli.io.raster import SINGLE_PASS_CACHE_MB, bounded_block_cache, open_raster
+from glnet_cli.io.raster.read import SINGLE_PASS_CACHE_MB, bounded_block_cache, open_raster
 
 #: Longest side of a quick look's picture, in pixels.
 MAX_SIZE = 1024

@@ -1,0 +1,1 @@
+"""Raster files: scenes and tiles read, masks written (GDAL through rasterio)."""

@@ -1,0 +1,1 @@
+"""STAC metadata: items read as scenes, items and catalogues written beside masks."""

@@ -1,0 +1,1 @@
+"""Vector files: polygons written with fiona or streamed as GeoJSON."""
