@@ -98,7 +98,7 @@ def standin_model_file(n_classes: int = 7, size_p: int = SIZE_P, size_g: int = S
 def measure(scene: str, stage: int, device: str, batch_size: int, probabilities: bool) -> dict:
     """Segment ``scene`` once in this process; the numbers as a dict."""
     from glnet_cli.device import resolve_device
-    from glnet_cli.inference.engine import SegmentOptions, Segmenter
+    from glnet_cli.inference.engine import Segmenter, SegmentOptions
 
     torch.set_num_threads(1)  # the stand-in needs none; the engine's threads get the cores
     target = resolve_device(device)

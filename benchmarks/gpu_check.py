@@ -80,7 +80,7 @@ def measure_segment(scene: str, model: str, precision: str, device: str, output:
     import torch
 
     from glnet_cli.device import resolve_device
-    from glnet_cli.inference.engine import SegmentOptions, Segmenter
+    from glnet_cli.inference.engine import Segmenter, SegmentOptions
     from glnet_cli.io.model.checkpoint import load_model
 
     target = resolve_device(device)

@@ -107,7 +107,7 @@ def segment(model: Path, scene: Path, out: Path, precision: str, device: str) ->
     import rasterio
 
     from glnet_cli.device import resolve_device
-    from glnet_cli.inference.engine import SegmentOptions, Segmenter
+    from glnet_cli.inference.engine import Segmenter, SegmentOptions
     from glnet_cli.io.model.checkpoint import load_model
 
     target = resolve_device(device)

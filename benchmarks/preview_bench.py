@@ -23,7 +23,7 @@ from rasterio.enums import Resampling
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16384
 
-_RUN = """
+_RUN = r"""
 import re, sys, time
 from glnet_cli.io.raster.preview import write_preview
 started = time.perf_counter()

@@ -116,8 +116,8 @@ def main() -> None:
     args = parser.parse_args()
     rows = [run_scene(scene, args.workdir, args.minutes, shlex.split(args.extra))
             for scene in args.scene or ["kampala", "zion"]]
-    print(f"| scene | score | stage 1 (global) | stage 2 | stage 3 | best.pt via segment "
-          f"| train min | peak MB |")
+    print("| scene | score | stage 1 (global) | stage 2 | stage 3 | best.pt via segment "
+          "| train min | peak MB |")
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         stage = [f"{row['stages'].get(s, float('nan')):.3f}" for s in (1, 2, 3)]

@@ -75,7 +75,7 @@ def measure(scene: str, model: str, stage: int, device: str, precision: str,
     import torch
 
     from glnet_cli.device import resolve_device
-    from glnet_cli.inference.engine import SegmentOptions, Segmenter
+    from glnet_cli.inference.engine import Segmenter, SegmentOptions
     from glnet_cli.io.model.checkpoint import load_model
 
     target = resolve_device(device)

@@ -1,4 +1,4 @@
-"""One training step side by side: the reference GLNet's own Trainer vs glnet's step, stages 2 and 3.
+"""One training step side by side: the reference GLNet's Trainer vs glnet's step, stages 2 and 3.
 
 Run from the project checkout, with the project installed in the active environment:
 
@@ -41,6 +41,7 @@ SHARED = os.path.join(HERE, "..", "..", "shared")
 REFERENCE = os.path.join(SHARED, "reference", "GLNet")
 sys.path.insert(0, os.path.join(SHARED, "bench"))
 from ref_bench import DET_WEIGHTS  # noqa: E402
+
 N_CLASSES, SUB_BATCH, LR = 7, 6, {2: 2e-5, 3: 5e-5}
 
 COMMON = r"""
@@ -58,7 +59,8 @@ def timed(step, steps):
         loss = step()
         walls.append(time.perf_counter() - w)
         cpus.append(time.process_time() - c)
-    print(json.dumps({'times': walls[1:], 'cpu': cpus[1:], 'loss': float(loss), 'peak_mb': peak_mb()}))
+    print(json.dumps({'times': walls[1:], 'cpu': cpus[1:], 'loss': float(loss),
+                      'peak_mb': peak_mb()}))
 """
 
 # The reference-layout weights ref_bench.py makes (its DET_WEIGHTS), for n classes.
@@ -86,7 +88,8 @@ trainer = helper.Trainer(FocalLoss(gamma=3), optimizer, int(data['n_classes']), 
                          (size, size), int(data['sub_batch']), mode=stage, lamb_fmreg=0.15)
 trainer.set_train(model)
 sample = {'image': [Image.fromarray(i) for i in data['images']],
-          'label': [Image.fromarray(l) for l in data['labels']], 'id': list(range(len(data['images'])))}
+          'label': [Image.fromarray(l) for l in data['labels']],
+          'id': list(range(len(data['images'])))}
 timed(lambda: trainer.train(sample, model, global_fixed).item(), steps)
 """
 
@@ -106,7 +109,8 @@ stage, size, steps, lr = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), f
 n_classes, sub_batch, device = int(data['n_classes']), int(data['sub_batch']), torch.device('cpu')
 
 def sample(image, label):
-    # What TileDataset gives for an un-augmented tile; the global view resized as the reference does.
+    # What TileDataset gives for an un-augmented tile; the global view resized as the reference
+    # does.
     h, w = label.shape
     boxes = crop_grid(h, w, size, min(MIN_OVERLAP, size // 4))
     small = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
@@ -147,7 +151,8 @@ timed(step, steps)
 def run(cmd, env=None):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd[:2])[:60]} ... {' '.join(cmd[3:])}\n{proc.stderr.strip()[-1500:]}")
+        sys.exit(f"failed: {' '.join(cmd[:2])[:60]} ... {' '.join(cmd[3:])}\n"
+                 f"{proc.stderr.strip()[-1500:]}")
     return json.loads(proc.stdout.splitlines()[-1])
 
 
@@ -158,7 +163,8 @@ def reference_copy(work):
         shutil.copytree(REFERENCE, src)
         for rel in ("helper.py", "models/fpn_global_local_fmreg_ensemble.py", "utils/loss.py"):
             path = os.path.join(src, rel)
-            text = open(path).read().replace(".cuda()", "").replace("resnet50(True)", "resnet50(False)")
+            text = open(path).read().replace(".cuda()", "")
+            text = text.replace("resnet50(True)", "resnet50(False)")
             open(path, "w").write(text)
     return src
 
@@ -168,9 +174,13 @@ def make_batch(path, tiles, side):
     import numpy as np
     rng = np.random.default_rng(side)
     cells = side // 32 + 1
-    block = lambda a: np.kron(a, np.ones((32, 32) + (1,) * (a.ndim - 2), np.uint8))[:side, :side]
+
+    def block(a):
+        return np.kron(a, np.ones((32, 32) + (1,) * (a.ndim - 2), np.uint8))[:side, :side]
+
     images = [block(rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8)) for _ in range(tiles)]
-    labels = [block(rng.integers(0, N_CLASSES, (cells, cells), dtype=np.uint8)) for _ in range(tiles)]
+    labels = [block(rng.integers(0, N_CLASSES, (cells, cells), dtype=np.uint8))
+              for _ in range(tiles)]
     np.savez(path, images=np.stack(images), labels=np.stack(labels), n_classes=N_CLASSES,
              sub_batch=SUB_BATCH)
 
@@ -194,8 +204,9 @@ def main():
                        check=True)
     npz = os.path.join(args.workdir, f"batch{args.tiles}x{args.tile}.npz")
     make_batch(npz, args.tiles, args.tile)
-    print(f"{args.tiles} tiles of {args.tile} px, size_g = size_p = {args.size}, sub-batch {SUB_BATCH}, "
-          f"ResNet-50 FPN, fp32, median of {args.steps} steps after a warm-up step", flush=True)
+    print(f"{args.tiles} tiles of {args.tile} px, size_g = size_p = {args.size}, "
+          f"sub-batch {SUB_BATCH}, ResNet-50 FPN, fp32, median of {args.steps} steps after a "
+          "warm-up step", flush=True)
     header = f"{'stage':>5} | {'reference s/step':>16} | {'glnet s/step':>12} | {'speed':>6} | " \
              f"{'reference peak MB':>17} | {'glnet peak MB':>13}"
     rows, ok = [], True
@@ -210,7 +221,8 @@ def main():
                     f"{ref['peak_mb']:>17.0f} | {ours['peak_mb']:>13.0f}")
         for name, res in (("reference", ref), ("glnet", ours)):
             print(f"stage {stage} {name}: wall s {[round(t, 2) for t in res['times']]}, "
-                  f"CPU s {[round(t, 2) for t in res['cpu']]}, last loss {res['loss']:.4f}", flush=True)
+                  f"CPU s {[round(t, 2) for t in res['cpu']]}, last loss {res['loss']:.4f}",
+                  flush=True)
     print(header, "-" * len(header), *rows, sep="\n")
     print(f"goals (speed >= 1.5x, glnet peak <= reference peak): {'met' if ok else 'NOT met'}")
     sys.exit(0 if ok else 1)

@@ -1,15 +1,15 @@
 """Class tables: ids, names and colours of the classes a model predicts.
 
 A table is chosen by name (``deepglobe``) or read from a JSON or YAML file
-holding a list of ``{"id": 1, "name": "urban", "color": [0, 255, 255]}``.
+holding a list of ``{"id": 1, "name": "urban", "color": [0, 255, 255]}``; the
+file is read by :func:`glnet_cli.io.text.load_class_table`, parsed here.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -57,8 +57,7 @@ class ClassTable:
     def from_list(cls, items: Sequence[dict], source: str = "class table") -> "ClassTable":
         try:
             return cls(ClassInfo(int(i["id"]), str(i["name"]),
-                                 tuple(int(v) for v in i.get("color",
-                                                             _default_color(int(i["id"])))))
+                                 _rgb(i.get("color", _default_color(int(i["id"])))))
                        for i in items)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{source}: each class needs an id and a name ({exc})") from None
@@ -86,10 +85,18 @@ class ClassTable:
         return table
 
 
+def _rgb(values: Iterable[Any]) -> tuple[int, int, int]:
+    """A colour as three ints (ValueError unless it has three values)."""
+    rgb = [int(v) for v in values]
+    if len(rgb) != 3:
+        raise ValueError(f"colour {rgb}: give three values, red, green and blue")
+    return rgb[0], rgb[1], rgb[2]
+
+
 def _default_color(class_id: int) -> tuple[int, int, int]:
     """A stable, distinct colour for tables that name none."""
     rng = np.random.default_rng(class_id + 7)
-    return tuple(int(v) for v in rng.integers(40, 256, 3))
+    return _rgb(rng.integers(40, 256, 3))
 
 
 DEEPGLOBE = ClassTable([
@@ -102,7 +109,8 @@ DEEPGLOBE = ClassTable([
     ClassInfo(6, "barren", (255, 255, 255)),
 ])
 
-_NAMED = {"deepglobe": DEEPGLOBE}
+#: The tables a spec may name.
+NAMED_TABLES = {"deepglobe": DEEPGLOBE}
 
 
 def generic_table(n_classes: int) -> ClassTable:
@@ -110,24 +118,26 @@ def generic_table(n_classes: int) -> ClassTable:
     return ClassTable(ClassInfo(i, f"class_{i}", _default_color(i)) for i in range(n_classes))
 
 
-def load_class_table(spec: str) -> ClassTable:
-    """A named table, a JSON/YAML file, or ``N`` for N generic classes."""
-    if spec.lower() in _NAMED:
-        return _NAMED[spec.lower()]
+def named_table(spec: str) -> Optional[ClassTable]:
+    """The table ``spec`` names (``deepglobe``, or ``N`` for N generic classes); None if none.
+
+    A spec naming no table is a file, which :mod:`glnet_cli.io.text` reads.
+    """
+    if spec.lower() in NAMED_TABLES:
+        return NAMED_TABLES[spec.lower()]
     if spec.isdigit():
         return generic_table(int(spec))
-    if not os.path.isfile(spec):
-        raise InputError(
-            f"{spec}: not a known class table ({', '.join(_NAMED)}), a number of classes, "
-            "or an existing JSON/YAML file")
-    with open(spec, encoding="utf-8") as f:
-        text = f.read()
-    items = _parse(spec, text)
+    return None
+
+
+def parse_class_table(path: str, text: str) -> ClassTable:
+    """The table in the JSON/YAML ``text`` of the file ``path`` (YAML by its suffix)."""
+    items = _parse(path, text)
     if isinstance(items, dict) and "classes" in items:
         items = items["classes"]
     if not isinstance(items, list):
-        raise InputError(f"{spec}: expected a list of classes with id, name and color")
-    return ClassTable.from_list(items, spec)
+        raise InputError(f"{path}: expected a list of classes with id, name and color")
+    return ClassTable.from_list(items, path)
 
 
 def _parse(path: str, text: str) -> object:

@@ -13,9 +13,9 @@ from typing import Any, Iterator, Optional, Sequence
 import click
 
 from glnet_cli import __version__
-from glnet_cli.io import gdal_messages
 from glnet_cli.commands import COMMANDS
 from glnet_cli.errors import INTERNAL_ERROR, GlnetError
+from glnet_cli.io import gdal_messages
 from glnet_cli.openmp import share_cores
 from glnet_cli.options import KeyValueType
 from glnet_cli.signals import Terminated, install_sigterm

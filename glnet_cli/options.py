@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import click
 
@@ -59,15 +59,22 @@ overwrite_opt = click.option(
     "--overwrite", is_flag=True, help="Replace the output if it exists.")
 quiet_opt = click.option(
     "-q", "--quiet", is_flag=True, help="No progress display; errors and the summary only.")
-device_opt = click.option(
-    "--device", default="auto", show_default=True,
-    help="auto (CUDA when present), cpu, cuda or cuda:N.")
-precision_opt = click.option(
-    "--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
-    show_default=True,
-    help="Arithmetic precision. auto: segment uses bf16 where the device computes it natively "
-         "(CUDA GPUs since Ampere, CPUs with AVX512-BF16 or AMX), fp16 on older GPUs, fp32 "
-         "elsewhere; train uses fp32. fp16 needs a GPU.")
+
+
+def device_option(default: str) -> Callable[[Any], Any]:
+    """``--device``, defaulting to ``default`` (a library default where the command has one)."""
+    return click.option("--device", default=default, show_default=True,
+                        help="auto (CUDA when present), cpu, cuda or cuda:N.")
+
+
+def precision_option(default: str) -> Callable[[Any], Any]:
+    """``--precision``; ``default`` is the command's library default, so both agree."""
+    return click.option(
+        "--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default=default,
+        show_default=True,
+        help="Arithmetic precision. auto: segment uses bf16 where the device computes it "
+             "natively (CUDA GPUs since Ampere, CPUs with AVX512-BF16 or AMX), fp16 on older "
+             "GPUs, fp32 elsewhere; train uses fp32. fp16 needs a GPU.")
 
 
 class BatchSizeType(click.ParamType):
@@ -90,28 +97,26 @@ class BatchSizeType(click.ParamType):
         return size
 
 
-def batch_size_option(help: str, default: Optional[int] = None) -> Callable[[Any], Any]:
-    """``--batch-size``: ``auto`` or a number by default; given a ``default``, a number only.
+def batch_size_option(help: str, default: Optional[int]) -> Callable[[Any], Any]:
+    """``--batch-size`` defaulting to the command's library ``default``; None is ``auto``.
 
-    Segment's batch is crops per pass, which ``auto`` sizes to the memory;
-    train's is tiles per optimiser step, which changes the training itself.
+    With ``auto`` as its default, the option takes ``auto`` or a number; otherwise a number
+    only. Segment's batch is crops per pass, which ``auto`` sizes to the memory; train's is
+    tiles per optimiser step, which changes the training itself.
     """
     size = BatchSizeType() if default is None else click.IntRange(min=1)
     return click.option("--batch-size", type=size, default=default or "auto", show_default=True,
                         help=help)
 
 
-batch_size_opt = batch_size_option(
-    "Local crops per forward pass; auto: as many as fit 1.5 GB (host memory on the "
-    "CPU, GPU memory on CUDA), up to 6 (on a CPU, only as many as still buy speed: "
-    "one crop of the paper's network).")
-nodata_opt = click.option(
-    "--nodata", type=float, default=None, metavar="VALUE",
-    help="The input's nodata value (a number or nan) when its file declares none; "
-         "replaces the file's own, as rio's --nodata.")
-bands_opt = click.option(
-    "--bands", type=BandsType(), default=None,
-    help="1-based input bands in model order, e.g. 3,2,1 (default: the first N).")
+def bands_option(default: Optional[Sequence[int]]) -> Callable[[Any], Any]:
+    """``--bands``; ``default`` is the command's library default (None: the first N)."""
+    return click.option(
+        "--bands", type=BandsType(), default=default,
+        help="1-based input bands in model order, e.g. 3,2,1 (default: the first N).")
+
+
+bands_opt = bands_option(None)
 creation_opt = click.option(
     "--co", "creation_options", type=KeyValueType(), multiple=True,
     help="GDAL creation option KEY=VALUE for the output; repeatable.")

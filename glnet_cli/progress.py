@@ -13,8 +13,16 @@ from typing import Any, Optional
 
 import click
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
-                           TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 #: Shared stderr console: progress and warnings never mix with stdout results.
 stderr_console = Console(stderr=True)
@@ -31,7 +39,7 @@ class ProgressReporter:
         self.log_every_s = log_every_s
         self.interactive = stderr_console.is_terminal and not quiet
         self._progress: Optional[Progress] = None
-        self._task = None
+        self._task: Optional[TaskID] = None
         self._last_log = 0.0
         self._last_fraction = -1.0
 
@@ -54,12 +62,12 @@ class ProgressReporter:
         """Change the label (a new scene, a new training stage)."""
         self.description = description
         self._last_fraction = -1.0
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.update(self._task, description=description)
 
     def __call__(self, done: int, total: Optional[int] = None, **info: Any) -> None:
         text = "  ".join(f"{_label(k)} {_fmt(v)}" for k, v in info.items())
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.update(self._task, completed=done, total=total, info=text)
             return
         if self.quiet:

@@ -167,6 +167,12 @@ def _resolve(name: str) -> tuple[tuple[Block, tuple[int, ...]], ImageNetWeights]
 class ResNetTrunk(nn.Module):
     """A ResNet without its pooling head, returning (C2, C3, C4, C5)."""
 
+    #: Set in ``__init__`` under torchvision's names, so that its weights load key for key.
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(self, name: str = "resnet50", in_channels: int = 3) -> None:
         super().__init__()
         (block, depths), _ = _resolve(name)

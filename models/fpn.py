@@ -44,7 +44,7 @@ class SharedFeatures:
         """Apply ``fn`` to every tensor, keeping the structure."""
         return SharedFeatures(*([fn(t) for t in group] for group in self.groups()))
 
-    def groups(self) -> tuple[list[Tensor], ...]:
+    def groups(self) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
         return (self.c, self.ps0, self.ps1, self.ps2)
 
     def tensors(self) -> list[Tensor]:
@@ -67,6 +67,13 @@ class Pyramid(SharedFeatures):
             return self
         cast = self.map(lambda t: t.to(dtype))
         return Pyramid(*cast.groups(), self.ps3.to(dtype), self.logits.to(dtype))
+
+
+def init_conv(conv: nn.Conv2d) -> None:
+    """GLNet's start for a head convolution: weights N(0, 0.01), bias 0."""
+    nn.init.normal_(conv.weight, std=0.01)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
 
 
 def _join(x: Tensor, extra: Optional[Tensor]) -> Tensor:
@@ -103,8 +110,7 @@ class FPNHead(nn.Module):
         self.keep_levels = True
         for conv in self.modules():
             if isinstance(conv, nn.Conv2d):
-                nn.init.normal_(conv.weight, std=0.01)
-                nn.init.zeros_(conv.bias)
+                init_conv(conv)
 
     def forward(self, c: list[Tensor], shared: Optional[SharedFeatures] = None) -> Pyramid:
         """The pyramid built on trunk features ``c`` (C2..C5), fed ``shared`` when built for it.
@@ -116,26 +122,29 @@ class FPNHead(nn.Module):
         if (shared is not None) != self.shared:
             raise ValueError("shared features must be given exactly when the head was built "
                              "for them")
-        ext = shared if shared is not None else SharedFeatures(*([None] * 4,) * 4)
+        nothing: list[Optional[Tensor]] = [None] * 4
+        ext: tuple[Sequence[Optional[Tensor]], ...] = (
+            shared.groups() if shared is not None else (nothing,) * 4)
         levels = list(c)
         if not self.keep_levels:
             c.clear()
         kept = []
-        for step, extra in ((self._top_down, ext.c), (partial(_smooth, self.smooth_1), ext.ps0),
-                            (partial(_smooth, self.smooth_2), ext.ps1)):
+        for step, extra in ((self._top_down, ext[0]), (partial(_smooth, self.smooth_1), ext[1]),
+                            (partial(_smooth, self.smooth_2), ext[2])):
             if self.keep_levels:
                 kept.append(levels)
             levels = step(levels, extra)
         if self.keep_levels:
             kept.append(levels)
-        ps3 = self._concat(levels, ext.ps2)
+        ps3 = self._concat(levels, ext[3])
         del levels
         if self.shared:
             ps3 = self.smooth(ps3)
         logits = self.classify(ps3)
-        return Pyramid(*(kept or [[], [], [], []]), ps3, logits)
+        trunk, ps0, ps1, ps2 = kept or ([], [], [], [])
+        return Pyramid(trunk, ps0, ps1, ps2, ps3, logits)
 
-    def _top_down(self, c: list[Tensor], extra: list[Optional[Tensor]]) -> list[Tensor]:
+    def _top_down(self, c: list[Tensor], extra: Sequence[Optional[Tensor]]) -> list[Tensor]:
         """P5..P2 (``ps0``): the top-down pass over C5..C2 with lateral connections."""
         c2, c3, c4, c5 = c
         p5 = self.toplayer(_join(c5, extra[3]))
@@ -145,7 +154,7 @@ class FPNHead(nn.Module):
         return [p5, p4, p3, p2]
 
     @staticmethod
-    def _concat(ps2: list[Tensor], extra: list[Optional[Tensor]]) -> Tensor:
+    def _concat(ps2: list[Tensor], extra: Sequence[Optional[Tensor]]) -> Tensor:
         """Every level joined with its shared map, resized to P2's size, side by side."""
         levels = [_join(p, e) for p, e in zip(ps2, extra)]
         size = levels[-1].shape[-2:]
@@ -153,7 +162,7 @@ class FPNHead(nn.Module):
 
 
 def _smooth(convs: nn.ModuleList, levels: list[Tensor],
-            extra: list[Optional[Tensor]]) -> list[Tensor]:
+            extra: Sequence[Optional[Tensor]]) -> list[Tensor]:
     """One smoothing stage: each level joined with its shared map, then its own conv."""
     return [conv(_join(p, e)) for conv, p, e in zip(convs, levels, extra)]
 

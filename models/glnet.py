@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.backbone import build_backbone
-from models.fpn import FPNHead, Pyramid, SharedFeatures, resize
+from models.fpn import FPNHead, Pyramid, SharedFeatures, init_conv, resize
 
 Tensor = torch.Tensor
 TopLefts = Sequence[tuple[float, float]]
@@ -146,8 +146,7 @@ class GLNet(nn.Module):
         self.local_branch = Branch(self.config, shared=True, pretrained=pretrained)
         ps3 = self.global_branch.head.ps3_channels
         self.aggregate = nn.Conv2d(2 * ps3, n_classes, 3, padding=1)
-        nn.init.normal_(self.aggregate.weight, std=0.01)
-        nn.init.zeros_(self.aggregate.bias)
+        init_conv(self.aggregate)
         self.l2g_branch: Optional[Branch] = None
         if l2g:
             self.add_l2g_branch()
@@ -167,7 +166,7 @@ class GLNet(nn.Module):
     def has_l2g(self) -> bool:
         return self.l2g_branch is not None
 
-    def add_l2g_branch(self) -> None:
+    def add_l2g_branch(self) -> Branch:
         """Create the stage-3 global branch, starting from the stage-1 global one.
 
         Its backbone and classifier are copies of the trained global branch;
@@ -177,6 +176,7 @@ class GLNet(nn.Module):
         branch.backbone.load_state_dict(self.global_branch.backbone.state_dict())
         branch.head.classify.load_state_dict(self.global_branch.head.classify.state_dict())
         self.l2g_branch = branch.to(next(self.global_branch.parameters()).device)
+        return self.l2g_branch
 
     # -- training stages -------------------------------------------------
 
@@ -198,13 +198,11 @@ class GLNet(nn.Module):
         global branch frozen. 3: the local-to-global branch and aggregation, with
         the stage-1 global branch and the local branch frozen.
         """
-        if stage == 3 and not self.has_l2g:
-            self.add_l2g_branch()
-        trainable = {
-            1: [self.global_branch],
-            2: [self.local_branch, self.aggregate],
-            3: [self.l2g_branch, self.aggregate],
-        }[stage]
+        if stage == 3:
+            l2g = self.l2g_branch if self.l2g_branch is not None else self.add_l2g_branch()
+            trainable: list[nn.Module] = [l2g, self.aggregate]
+        else:
+            trainable = [self.global_branch] if stage == 1 else [self.local_branch, self.aggregate]
         self._frozen = [m for m in self.children() if all(m is not t for t in trainable)]
         for module in self.children():
             module.requires_grad_(any(module is t for t in trainable))
@@ -272,14 +270,14 @@ class GLNet(nn.Module):
                 local = self.local_pyramid(patches[part], global_pyramid, top_lefts[part], ratio)
             canvas.add(local.shared(), top_lefts[part], ratio)
             kept.append(local.ps3)
-        patch = tuple(patches.shape[-2:])
+        patch = (patches.shape[-2], patches.shape[-1])
         image = (int(round(patch[0] / ratio[0])), int(round(patch[1] / ratio[1])))
         return canvas.finish(coverage_template(top_lefts, patch, image, patches.device)), kept
 
     # -- reference semantics ---------------------------------------------
 
     def reference_forward(self, image_global: Tensor, patches: Tensor, top_lefts: TopLefts,
-                          ratio: Ratio) -> dict[str, Tensor]:
+                          ratio: Ratio) -> dict[str, Optional[Tensor]]:
         """What the reference implementation computes for one image.
 
         Returns logits at 1/4 resolution: ``aggregated`` and ``local`` per crop,

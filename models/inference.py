@@ -41,7 +41,10 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     """
     for parent in list(module.modules()):
         for name, bn in list(parent.named_children()):
-            conv_name = _conv_for(parent, name) if isinstance(bn, nn.BatchNorm2d) else None
+            if (not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None
+                    or bn.running_var is None):
+                continue  # not a BatchNorm, or one without running statistics to fold
+            conv_name = _conv_for(parent, name)
             if conv_name is None:
                 continue
             conv = getattr(parent, conv_name)

@@ -58,6 +58,8 @@ class FocalLoss(nn.Module):
     weights' magnitude and ``gamma=0`` is exactly weighted cross-entropy.
     """
 
+    alpha: Optional[torch.Tensor]  # a buffer, per class
+
     def __init__(self, gamma: float = 3.0, ignore_index: int = 255,
                  alpha: Optional[torch.Tensor] = None) -> None:
         super().__init__()
@@ -77,6 +79,8 @@ class FocalLoss(nn.Module):
 
 class CrossEntropy(nn.Module):
     """Cross-entropy in float32, optionally class-weighted, that is 0 (not NaN) on empty batches."""
+
+    weight: Optional[torch.Tensor]  # a buffer, per class
 
     def __init__(self, ignore_index: int = 255, weight: Optional[torch.Tensor] = None) -> None:
         super().__init__()
@@ -99,6 +103,8 @@ class DiceLoss(nn.Module):
     classes would score a perfect, uninformative 1, and a class predicted but
     absent must still be penalised. ``smooth`` keeps near-empty classes stable.
     """
+
+    weight: Optional[torch.Tensor]  # a buffer, per class
 
     def __init__(self, ignore_index: int = 255, weight: Optional[torch.Tensor] = None,
                  smooth: float = 1.0) -> None:
@@ -210,7 +216,8 @@ def build_loss(spec: str, class_weights: Optional[torch.Tensor] = None,
     return losses[0] if len(losses) == 1 else SumLoss(*losses)
 
 
-def class_weights_from_frequencies(freqs: Sequence[float], cap: float = 10.0) -> np.ndarray:
+def class_weights_from_frequencies(freqs: Sequence[float] | np.ndarray,
+                                   cap: float = 10.0) -> np.ndarray:
     """Class weights ``w_c ~ 1 / sqrt(f_c)`` from pixel frequencies (or counts).
 
     The inverse square root lifts rare classes without letting a class of a few

@@ -1,17 +1,23 @@
-"""Small helpers for tests: write tiny GeoTIFFs with known content."""
+"""Small helpers for tests: tiny GeoTIFFs with known content, tiny models, glnet runs."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
+import subprocess
+import sys
 import warnings
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import numpy as np
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine
+
+if TYPE_CHECKING:
+    from click.testing import Result
 
 #: A UTM-like grid: 0.5 m pixels, north-up.
 DEFAULT_TRANSFORM = Affine(0.5, 0.0, 500000.0, 0.0, -0.5, 4100000.0)
@@ -34,6 +40,43 @@ def write_raster(path: Path | str, array: np.ndarray, transform: Affine = DEFAUL
     with rasterio.open(path, "w", **meta) as dst:
         dst.write(array)
     return Path(path)
+
+
+def run_glnet(*args: object, env: Optional[dict] = None, input: Optional[str] = None) -> Result:
+    """``glnet ARGS`` run in this process by click's ``CliRunner``; ARGS may be paths or numbers.
+
+    The result has ``exit_code``, ``stdout``, ``stderr`` and ``output`` (the two
+    interleaved). ``env`` adds to (or, with a None value, removes from) the environment.
+    """
+    from click.testing import CliRunner
+
+    from glnet_cli.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], env=env, input=input)
+
+
+def glnet_command(*args: object) -> list[str]:
+    """``glnet ARGS`` as a command line for a fresh interpreter: this Python's ``-m glnet_cli``.
+
+    No test depends on a ``glnet`` executable on PATH (an unactivated virtualenv).
+    """
+    return [sys.executable, "-m", "glnet_cli", *map(str, args)]
+
+
+def run_glnet_process(*args: object, env: Optional[dict] = None, timeout: float = 300,
+                      file_size_limit: Optional[int] = None) -> subprocess.CompletedProcess:
+    """``glnet ARGS`` in a fresh interpreter (:func:`glnet_command`), its output captured as text.
+
+    ``env`` adds to this process's environment. ``file_size_limit`` stands in for a
+    full disk in the child: its files cannot grow past that many bytes (RLIMIT_FSIZE;
+    SIGXFSZ stays ignored, so a write past it fails with EFBIG).
+    """
+    def limit() -> None:
+        if file_size_limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+    return subprocess.run(glnet_command(*args), capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, preexec_fn=limit)
 
 
 def corrupt_raster(path: Path | str) -> Path:

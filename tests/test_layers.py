@@ -1,12 +1,15 @@
 """The rooms of the package import only downwards: the layering the README's picture shows.
 
-Read from the source with ``ast`` (no imports run), so a new upward import
-fails here before it tangles the flow.
+Read from the source with ``ast`` (no imports run), so a new upward import, or
+a file opened outside io/, fails here before it tangles the flow. The package's
+one public face, its lazy exports, is checked here too.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,17 +87,69 @@ def test_base_modules_import_only_each_other():
 
 
 def test_every_library_module_is_in_a_room():
-    """A new module at the top of glnet_cli/ must be a room, a base module, the CLI or a shim."""
+    """A new module at the top of glnet_cli/ must be a room, a base module or the CLI."""
     top = {p.stem for p in (ROOT / "glnet_cli").glob("*.py")}
-    cli = {"__init__", "__main__", "cli", "options", "progress", "tables", "info"}
-    shims = {"segment", "train", "vectorize", "evaluate", "checkpoint"}
+    cli = {"__init__", "__main__", "cli", "options", "progress", "tables"}
     base = {m.split(".")[-1] for m in BASE}
-    assert top <= cli | shims | base, sorted(top - cli - shims - base)
+    assert top <= cli | base, sorted(top - cli - base)
 
 
-def test_shims_only_re_export():
-    """The README's old import paths re-export; they hold no code of their own."""
-    for name in ("segment", "train", "vectorize", "evaluate", "checkpoint"):
-        tree = ast.parse((ROOT / "glnet_cli" / f"{name}.py").read_text())
-        kinds = {type(node).__name__ for node in tree.body}
-        assert kinds <= {"Expr", "ImportFrom"}, (name, kinds)
+#: Library modules outside io/ that may open files, and why: none of them user files.
+OPEN_EXEMPT = {
+    "glnet_cli.inference.memory": "reads /proc/self/statm and status: system probing",
+    "glnet_cli.device": "reads /proc/cpuinfo: system probing",
+}
+#: Calls that open a file: ``open()``, and attribute calls named like these
+#: (``rasterio.open``, ``fiona.open``, ``Path.read_text``, ...).
+_OPENING_ATTRIBUTES = {"open", "read_text", "write_text", "read_bytes", "write_bytes"}
+_OPENING_TORCH = {"load", "save"}
+
+
+def _file_openings(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id == "open":
+            found.append(f"line {node.lineno}: open()")
+        elif isinstance(func, ast.Attribute) and (
+                func.attr in _OPENING_ATTRIBUTES
+                or (func.attr in _OPENING_TORCH and isinstance(func.value, ast.Name)
+                    and func.value.id == "torch")):
+            found.append(f"line {node.lineno}: {ast.unparse(func)}()")
+    return found
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in _library_modules() if _within(_module_name(p), "glnet_cli")
+             and not _within(_module_name(p), "glnet_cli.io")],
+    ids=lambda p: _module_name(p))
+def test_only_io_opens_files(path):
+    """The README's promise: outside io/, glnet_cli's library code opens no file."""
+    module = _module_name(path)
+    openings = _file_openings(path)
+    if module in OPEN_EXEMPT:
+        assert openings, f"{module} opens no file now; drop it from OPEN_EXEMPT"
+        return
+    assert not openings, f"{module} opens files ({openings}); do it in glnet_cli/io"
+
+
+def test_the_python_api_is_exported_lazily():
+    """``from glnet_cli import X`` works for every public name, without torch at import."""
+    import glnet_cli
+
+    for name in glnet_cli.__all__:
+        assert getattr(glnet_cli, name) is not None, name
+    assert set(glnet_cli.__all__) <= set(dir(glnet_cli))
+    with pytest.raises(AttributeError, match="no attribute 'Segmentor'"):
+        glnet_cli.Segmentor  # noqa: B018
+
+
+def test_importing_the_package_loads_no_torch():
+    """The names resolve on first use: ``import glnet_cli`` (``glnet --help``) stays light."""
+    probe = ("import sys, glnet_cli; print('torch' in sys.modules); "
+             "glnet_cli.Segmenter; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout.split()
+    assert out == ["False", "True"]

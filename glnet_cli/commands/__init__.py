@@ -2,7 +2,7 @@
 
 ``glnet --help`` lists the commands from this table alone, so it imports none
 of them (and no torch or GDAL). Each entry's help is the first line of the
-command's docstring; ``tests/test_cli.py`` checks that they agree.
+command's docstring; ``tests/cli/test_cli.py`` checks that they agree.
 """
 
 #: Command name -> (``module:attribute`` of its click command, one-line help), in help order.

@@ -41,8 +41,8 @@ def convert_reference_command(stage1: str, stage2: Optional[str], stage3: Option
         --stage2 fpn_deepglobe_global2local.pth \\
         --stage3 fpn_deepglobe_local2global.pth --classes deepglobe -o deepglobe.pt
     """
-    from glnet_cli.classes import load_class_table  # here, so that --help starts at once
     from glnet_cli.io.model.reference import convert_reference
+    from glnet_cli.io.text import load_class_table  # here, so that --help starts at once
 
     result = convert_reference(stage1, output, load_class_table(classes), stage2, stage3,
                                context_size, size_g, size_p, gsd, overwrite=overwrite)

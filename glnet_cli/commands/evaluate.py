@@ -59,9 +59,9 @@ def evaluate_command(prediction: str, truth: str, classes: Optional[str],
       glnet evaluate mask.tif buildings.gpkg --attribute class_id
       glnet evaluate mask.tif landcover.gpkg --layer parcels --json scores.json
     """
-    from glnet_cli.classes import load_class_table  # here, so that --help starts at once
     from glnet_cli.evaluation.evaluate import evaluate
     from glnet_cli.io.paths import check_distinct, check_output, write_text
+    from glnet_cli.io.text import load_class_table  # here, so that --help starts at once
 
     report_file = json_out if json_out not in (None, STDOUT) else None
     if report_file:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+import os
+from typing import Any, Optional, Sequence
 
 import click
 
@@ -53,7 +54,7 @@ def info_command(ctx: click.Context, path: str, model_path: Optional[str],
       glnet info scene.tif --model model.pt --bands 3,2,1
       glnet info mask.tif --preview mask.png
     """
-    from glnet_cli.info import check_fit, describe_file  # GDAL: here, so that --help is instant
+    from glnet_cli.io.describe import describe_file  # GDAL: here, so that --help is instant
 
     report = describe_file(path)
     if report["kind"] == "model" and model_path:
@@ -61,7 +62,7 @@ def info_command(ctx: click.Context, path: str, model_path: Optional[str],
     if bands and not model_path:
         raise click.UsageError("--bands chooses the bands a model would use; give --model too")
     if model_path:
-        report["fit"] = check_fit(path, model_path, bands)
+        report["fit"] = fit_report(path, model_path, bands)
     if preview and report["kind"] == "model":
         raise click.UsageError(f"{path} is a model file; --preview shows a mask or a scene")
     if preview:
@@ -79,6 +80,43 @@ def info_command(ctx: click.Context, path: str, model_path: Optional[str],
         click.echo(f"quick look of the {report['preview']['of']}: {preview}")
     if "fit" in report and not report["fit"]["fits"]:
         ctx.exit(USER_ERROR)
+
+
+def fit_report(path: str | os.PathLike, model_path: str | os.PathLike,
+               bands: Optional[Sequence[int]] = None) -> dict[str, Any]:
+    """Would ``glnet segment`` run this model on this scene, and how much work would it be?
+
+    Each check has a ``status``: ``ok``, ``fail`` (segment refuses the scene),
+    ``warn`` (it runs, but results may suffer) or ``unknown``. The scene fits
+    when no check fails; ``verdict`` is the line to show. The plan comes from
+    the same :class:`Segmenter` that segment uses, so it counts what a run would.
+    """
+    import torch
+
+    from glnet_cli.errors import InputError
+    from glnet_cli.inference.engine import Segmenter
+    from glnet_cli.inference.fit import FAIL, full_check
+    from glnet_cli.io.model.checkpoint import load_model
+
+    path, model_path = os.fspath(path), os.fspath(model_path)
+    model_file = load_model(model_path)
+    fit = full_check(path, model_file, bands)
+    try:
+        segmenter = Segmenter(model_file, torch.device("cpu"))
+    except InputError:  # the stage check says why
+        plan = None
+    else:
+        scene_plan = segmenter.plan(fit.scene)
+        plan = {"context_blocks": len(scene_plan.blocks), "local_crops": len(scene_plan.crops),
+                "context_size": model_file.info.context_size, "size_p": model_file.info.size_p,
+                "overlap": segmenter.options.overlap}
+    failed = [c.detail for c in fit.checks if c.status == FAIL]
+    return {"model": model_path, "fits": fit.fits,
+            "verdict": f"does not fit: {failed[0]}" if failed else "fits",
+            "bands": list(fit.scene.bands) if fit.bands_fit else None,
+            "checks": [{"name": c.name, "status": c.status, "detail": c.detail}
+                       for c in fit.checks],
+            "plan": plan}
 
 
 def _compact(value: Any) -> str:

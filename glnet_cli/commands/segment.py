@@ -2,7 +2,7 @@
 
 The longest command (~160 lines), for its twenty options and its two
 displays (the dry run's plan, each scene's summary line); the work is
-``inference.batch.resolve_outputs`` / ``segment_many`` and ``Segmenter.run``.
+``inference.batch_files.resolve_outputs`` / ``segment_many`` and ``Segmenter.run``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,17 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import click
 
 from glnet_cli.errors import InputError
-from glnet_cli.options import (bands_opt, batch_size_opt, creation_opt, device_opt, model_opt,
-                               nodata_opt, overwrite_opt, precision_opt, quiet_opt)
+from glnet_cli.inference.segment_options import SegmentOptions
+from glnet_cli.options import (
+    bands_option,
+    batch_size_option,
+    creation_opt,
+    device_option,
+    model_opt,
+    overwrite_opt,
+    precision_option,
+    quiet_opt,
+)
 from glnet_cli.progress import ProgressReporter
 from glnet_cli.tables import key_value_table, print_tables, table
 
@@ -32,16 +41,21 @@ NO_MODEL = ("no model given: pass --model MODEL.pt or set GLNET_MODEL=/path/to/m
 @click.option("-o", "--output", required=True,
               help="Mask file for one scene; a folder for several (masks named <scene>_mask.tif).")
 @model_opt
-@click.option("--stage", type=click.Choice(["2", "3"]), default=None,
+@click.option("--stage", type=click.Choice([2, 3]), default=SegmentOptions.stage,
               help="2: global-to-local only; 3: full GLNet (default: the highest the model has).")
-@batch_size_opt
-@click.option("--overlap", type=click.IntRange(min=0), default=None,
+@batch_size_option(
+    "Local crops per forward pass; auto: as many as fit 1.5 GB (host memory on the "
+    "CPU, GPU memory on CUDA), up to 6 (on a CPU, only as many as still buy speed: "
+    "one crop of the paper's network).", SegmentOptions.batch_size)
+@click.option("--overlap", type=click.IntRange(min=0), default=SegmentOptions.overlap,
               help="Least overlap between neighbouring crops, in pixels "
                    "(default 64, or a quarter of a smaller crop).")
-@device_opt
-@precision_opt
-@bands_opt
-@nodata_opt
+@device_option("auto")  # Segmenter takes a resolved device: this default is the CLI's own
+@precision_option(SegmentOptions.precision)
+@bands_option(SegmentOptions.bands)
+@click.option("--nodata", type=float, default=SegmentOptions.nodata, metavar="VALUE",
+              help="The input's nodata value (a number or nan) when its file declares none; "
+                   "replaces the file's own, as rio's --nodata.")
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF with overviews.")
 @click.option("--probabilities", type=click.Path(), default=None,
               help="Also write per-class probabilities (uint8 0-255) to this file (a folder "
@@ -74,9 +88,9 @@ NO_MODEL = ("no model given: pass --model MODEL.pt or set GLNET_MODEL=/path/to/m
                    "(Kubernetes' JOB_COMPLETION_INDEX).")
 @quiet_opt
 def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str],
-                    stage: Optional[str], batch_size: int, overlap: Optional[int], device: str,
-                    precision: str, bands: Optional[list[int]], nodata: Optional[float],
-                    cog: bool, probabilities: Optional[str],
+                    stage: Optional[int], batch_size: Optional[int], overlap: Optional[int],
+                    device: str, precision: str, bands: Optional[list[int]],
+                    nodata: Optional[float], cog: bool, probabilities: Optional[str],
                     creation_options: Sequence[tuple[str, str]],
                     overwrite: bool, skip_existing: bool, fail_fast: bool, report: Optional[str],
                     dry_run: bool, asset: Optional[str], write_stac: bool, preview: bool,
@@ -98,11 +112,12 @@ def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str
     """
     if not model_path:
         raise InputError(NO_MODEL)
+    # torch: imported here, so that --help starts at once
     from glnet_cli.inference.archive import ArchiveSegmenter, plan_archive, write_batch_catalog
     from glnet_cli.inference.batch import batch_exit_code, segment_many, shard
-    from glnet_cli.inference.engine import SegmentOptions, Segmenter
-    from glnet_cli.io.model.checkpoint import load_model  # torch: here, so that --help starts at once
+    from glnet_cli.inference.engine import Segmenter
     from glnet_cli.inference.shards import array_shard, parse_shard
+    from glnet_cli.io.model.checkpoint import load_model
     from glnet_cli.io.raster.writer import output_options
     from glnet_cli.training.distributed import distributed
 
@@ -115,8 +130,8 @@ def segment_command(inputs: Sequence[str], output: str, model_path: Optional[str
     if plan.shard:
         click.echo(f"glnet: {plan.shard.label} ({plan.shard.source}): "
                    f"{len(resolved.jobs)} scene(s)", err=True)
-    options = SegmentOptions(int(stage) if stage else None, batch_size, overlap, precision, bands,
-                             nodata)
+    options = SegmentOptions(stage=stage, batch_size=batch_size, overlap=overlap,
+                             precision=precision, bands=bands, nodata=nodata)
     with distributed(device) as dist_ctx:
         segmenter = ArchiveSegmenter(
             Segmenter(load_model(model_path, dist_ctx.device), dist_ctx.device, options), plan,

@@ -8,11 +8,19 @@ from typing import TYPE_CHECKING, Any, Optional
 import click
 
 from glnet_cli.architecture import BACKBONES, SIZE_RANGE
-from glnet_cli.options import (bands_opt, batch_size_option, classes_opt, device_opt,
-                               overwrite_opt, precision_opt, quiet_opt)
+from glnet_cli.options import (
+    bands_option,
+    batch_size_option,
+    classes_opt,
+    device_option,
+    overwrite_opt,
+    precision_option,
+    quiet_opt,
+)
 from glnet_cli.progress import ProgressReporter
 from glnet_cli.tables import print_tables, table
-from glnet_cli.training.settings import DEFAULT_MONITOR, DEFAULT_OUTPUT, RECIPES
+from glnet_cli.training.config import TrainConfig
+from glnet_cli.training.settings import DEFAULT_OUTPUT, RECIPES
 
 if TYPE_CHECKING:
     from glnet_cli.training.loop import TrainResult
@@ -123,11 +131,11 @@ def _summary(result: TrainResult) -> None:
     rows = []
     for stage in sorted({r.stage for r in result.history}):
         records = [r for r in result.history if r.stage == stage]
-        best = [r for r in records if r.best][-1:] or [None]
+        top = next((r for r in reversed(records) if r.best), None)  # the stage's best epoch
         rows.append((stage, records[-1].epoch, records[-1].stage_end or "-",
                      f"{sum(r.seconds for r in records) / 60:.1f}",
-                     f"{records[-1].train_loss:.4f}", _fmt(best[0] and best[0].monitor),
-                     _fmt(best[0] and best[0].val_miou)))
+                     f"{records[-1].train_loss:.4f}", _fmt(top.monitor if top else None),
+                     _fmt(top.val_miou if top else None)))
     print_tables(table("training summary", columns, rows, right=columns, title_left=True))
     state = "finished" if result.finished else "stopped (continue with --resume)"
     click.echo(f"wrote {result.output}: stage {result.info.stage}, {state}")
@@ -143,73 +151,80 @@ def _summary(result: TrainResult) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help=f"Model file to write (MODEL.best.pt and MODEL.metrics.jsonl go beside it) "
                    f"[default: {DEFAULT_OUTPUT} in the current folder].")
-@click.option("--stage", type=click.Choice(["1", "2", "3", "all"]), default="all",
+@click.option("--stage", type=click.Choice(["1", "2", "3", "all"]), default=TrainConfig.stage,
               show_default=True, help="1 global, 2 global-to-local, 3 local-to-global.")
-@click.option("--recipe", type=click.Choice(RECIPES), default="auto", show_default=True,
+@click.option("--recipe", type=click.Choice(RECIPES), default=TrainConfig.recipe, show_default=True,
               help="auto: rates, warm-up, schedule, loss and class balance chosen from the "
                    "backbone's start (ImageNet or random weights); paper: GLNet's published "
                    "setting (lr 5e-5/2e-5/5e-5, weight decay 5e-4, focal loss, 120/50/120 "
                    "epochs). Options given below override the recipe.")
-@click.option("--time-limit", type=DurationType(), default=None,
+@click.option("--time-limit", type=DurationType(), default=TrainConfig.time_limit,
               help="Wall-clock budget, e.g. 15m or 2h: split over the stages (1/4, 1/2, 1/4), "
                    "each ending cleanly with its best epoch kept; without --epochs the clock "
                    "alone ends each stage.")
-@click.option("--epochs", type=PerStageType(int), default=None,
+@click.option("--epochs", type=PerStageType(int), default=TrainConfig.epochs,
               help="Epochs: one number for every stage, or three [default: the recipe's].")
-@click.option("--lr", type=PerStageType(float), default=None,
+@click.option("--lr", type=PerStageType(float), default=TrainConfig.lr,
               help="Learning rate: one, or three (stages 1, 2, 3) [default: the recipe's].")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=None,
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=TrainConfig.weight_decay,
               help="Adam weight decay [default: the recipe's].")
-@click.option("--loss", default=None, metavar="NAME[+NAME]",
+@click.option("--loss", default=TrainConfig.loss, metavar="NAME[+NAME]",
               help="focal, ce, dice, lovasz or a sum such as ce+dice [default: the recipe's: "
                    "ce+dice for auto, focal for paper].")
-@click.option("--class-weights", default=None, metavar="auto|none|W1,W2,..",
+@click.option("--class-weights", default=TrainConfig.class_weights, metavar="auto|none|W1,W2,..",
               help="Loss weights per class; auto: from the training pixels' class "
                    "frequencies (1/sqrt) [default: auto, none for the paper recipe].")
-@click.option("--oversample/--no-oversample", default=None,
+@click.option("--oversample/--no-oversample", default=TrainConfig.oversample,
               help="Draw tiles holding rare classes more often [default: on, off for paper].")
-@click.option("--monitor", default=DEFAULT_MONITOR, show_default=True,
+@click.option("--monitor", default=TrainConfig.monitor, show_default=True,
               help="What picks MODEL.best.pt: miou (mean IoU of the classes after class 0, as "
                    "the reference scores), miou-all, accuracy, loss (validation loss) or "
                    "iou:CLASS.")
-@click.option("--patience", type=click.IntRange(min=1), default=None,
+@click.option("--patience", type=click.IntRange(min=1), default=TrainConfig.patience,
               help="End a stage after this many epochs without a better monitored score.")
-@click.option("--backbone", type=click.Choice(BACKBONES), default=None,
+@click.option("--backbone", type=click.Choice(BACKBONES), default=TrainConfig.backbone,
               help="ResNet trunk [default: resnet50, or the --init model's].")
-@click.option("--width", type=click.IntRange(min=8), default=None,
+@click.option("--width", type=click.IntRange(min=8), default=TrainConfig.width,
               help="FPN width [default: 256; 64 for resnet18/34; or the --init model's].")
-@click.option("--size-g", type=click.IntRange(*SIZE_RANGE), default=None,
-              help="Side of the global view [default: 508, or the smallest tile side if less; or the --init model's].")
-@click.option("--size-p", type=click.IntRange(*SIZE_RANGE), default=None,
-              help="Side of a local crop [default: 508, or half the smallest tile side if less; or the --init model's].")
-@batch_size_option("Tiles per optimiser step (per process under torchrun).", default=6)
-@click.option("--sub-batch-size", type=click.IntRange(min=1), default=6, show_default=True,
+@click.option("--size-g", type=click.IntRange(*SIZE_RANGE), default=TrainConfig.size_g,
+              help="Side of the global view [default: 508, or the smallest tile side if less; "
+                   "or the --init model's].")
+@click.option("--size-p", type=click.IntRange(*SIZE_RANGE), default=TrainConfig.size_p,
+              help="Side of a local crop [default: 508, or half the smallest tile side if less; "
+                   "or the --init model's].")
+@batch_size_option("Tiles per optimiser step (per process under torchrun).",
+                   TrainConfig.batch_size)
+@click.option("--sub-batch-size", type=click.IntRange(min=1), default=TrainConfig.sub_batch_size,
+              show_default=True,
               help="Crops of one tile per pass through the local branch.")
-@click.option("--val", type=click.Path(file_okay=False), default=None,
+@click.option("--val", type=click.Path(file_okay=False), default=TrainConfig.val,
               help="Validation tile folder (same layout as --tiles).")
-@click.option("--val-split", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+@click.option("--val-split", type=click.FloatRange(0, 0.9), default=TrainConfig.val_split,
+              show_default=True,
               help="Without --val: this share of tiles, chosen by a hash of the file name.")
 @classes_opt
-@click.option("--ignore-index", type=click.IntRange(min=0), default=255, show_default=True,
+@click.option("--ignore-index", type=click.IntRange(min=0), default=TrainConfig.ignore_index,
+              show_default=True,
               help="Mask value left out of the loss and the scores.")
-@bands_opt
-@click.option("--pretrained", default=None,
+@bands_option(TrainConfig.bands)
+@click.option("--pretrained", default=TrainConfig.pretrained,
               help="Backbone start: imagenet (torchvision's cache, downloaded if missing; an "
                    "error if it cannot be had), none, or a glnet model file [default: ImageNet "
                    "weights if they can be had, else random weights with a warning].")
-@click.option("--init", type=click.Path(dir_okay=False), default=None,
+@click.option("--init", type=click.Path(dir_okay=False), default=TrainConfig.init,
               help="Start from this model file (required by --stage 2 or 3 alone).")
-@click.option("--resume", is_flag=True,
+@click.option("--resume", is_flag=True, default=TrainConfig.resume,
               help="Continue the run saved in --output (its options are read from it).")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=int, default=TrainConfig.seed, show_default=True,
               help="Seed of weights, data order and augmentation.")
-@device_opt
-@precision_opt
-@click.option("--num-workers", type=click.IntRange(min=0), default=2, show_default=True,
+@device_option(TrainConfig.device)
+@precision_option(TrainConfig.precision)
+@click.option("--num-workers", type=click.IntRange(min=0), default=TrainConfig.num_workers,
+              show_default=True,
               help="Processes reading tiles.")
-@click.option("--color-jitter/--no-color-jitter", default=None,
+@click.option("--color-jitter/--no-color-jitter", default=TrainConfig.color_jitter,
               help="Random brightness and contrast [default: on, off for --recipe paper].")
-@click.option("--skip-bad", is_flag=True,
+@click.option("--skip-bad", is_flag=True, default=TrainConfig.skip_bad,
               help="Skip unusable tile pairs (one warning counts them) instead of stopping.")
 @click.option("--dry-run", is_flag=True,
               help="Print the plan (tiles, crops, steps, seconds per epoch from a few measured "
@@ -229,7 +244,7 @@ def train_command(tiles: Optional[str], output: Optional[str], quiet: bool, dry_
       torchrun --nproc_per_node 4 -m glnet_cli train --tiles tiles -o m.pt
     """
     from glnet_cli.training.distributed import launched_as_main  # torch: here, so --help is instant
-    from glnet_cli.training.train import TrainConfig, train
+    from glnet_cli.training.train import train
 
     if tiles is None and not options["resume"]:
         raise click.UsageError("give --tiles (only --resume reads it from the model file)")

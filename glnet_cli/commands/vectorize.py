@@ -95,8 +95,9 @@ def _print_summary(summary: VectorizeSummary, err: bool) -> None:
         click.echo(f"no polygons found: wrote an empty layer to {where}", err=err)
         return
     area = f"area ({summary.area_unit})"
-    rows = [(c.class_id, c.name, f"{c.polygons:,}", f"{c.area:,.2f}")
-            for c in sorted(summary.classes.values(), key=lambda c: c.class_id)]
+    rows: list[tuple[int | str, str, str, str]] = [
+        (c.class_id, c.name, f"{c.polygons:,}", f"{c.area:,.2f}")
+        for c in sorted(summary.classes.values(), key=lambda c: c.class_id)]
     rows.append(("", "total", f"{summary.polygons:,}", f"{summary.area:,.2f}"))
     print_tables(table("polygons per class", ("class id", "class", "polygons", area), rows,
                        right=("class id", "polygons", area)), err=err)

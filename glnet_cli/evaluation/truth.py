@@ -79,7 +79,7 @@ def _raster_reader(src: DatasetReader | WarpedVRT, count: int, path: str,
 
     def read(window: Window) -> np.ndarray:
         labelled = src.dataset_mask(window=window) > 0
-        if colour_coded:
+        if colour_coded and table is not None:  # (a colour-coded truth without one raised)
             rgb = src.read([1, 2, 3], window=window)
             out = np.full(labelled.shape, IGNORE_INDEX, dtype=np.uint8)
             out[labelled] = table.colors_to_index(rgb[:, labelled], source=path)

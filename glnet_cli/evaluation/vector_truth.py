@@ -8,20 +8,14 @@ may name their CRS in forms GDAL does not read, or none at all.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
 import warnings
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import fiona
 import numpy as np
 import shapely
-from fiona.errors import FionaError
-from rasterio._err import CPLE_BaseError  # what GDAL's transformer raises; not re-exported
 from rasterio.crs import CRS
-from rasterio.errors import CRSError
 from rasterio.features import rasterize
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
@@ -30,6 +24,7 @@ from rasterio.windows import bounds as window_bounds
 from glnet_cli.errors import GlnetWarning, InputError
 from glnet_cli.evaluation.truth_grid import TruthReader, check_overlap, warn_no_crs
 from glnet_cli.io.vector.reproject import reproject_geometries
+from glnet_cli.io.vector.truth import class_features, legacy_crs_member, list_layers, open_layer
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +32,13 @@ log = logging.getLogger(__name__)
 def vector_reader(path: str, pred: DatasetReader, attribute: Optional[str],
                   background: int, layers: Sequence[str]) -> TruthReader:
     """A reader rasterising the features of ``layers`` that touch each window asked for."""
-    geoms, values, total = [], [], 0
+    geoms_per_layer, values_per_layer, total = [], [], 0
     for layer in _layer_names(path, layers):
         layer_geoms, layer_values, count = _layer_shapes(path, layer, pred, attribute)
-        geoms.append(layer_geoms)
-        values.append(layer_values)
+        geoms_per_layer.append(layer_geoms)
+        values_per_layer.append(layer_values)
         total += count
-    geoms, values = np.concatenate(geoms), np.concatenate(values)
+    geoms, values = np.concatenate(geoms_per_layer), np.concatenate(values_per_layer)
     _report_unprojectable(path, pred, total, total - len(geoms))
     if len(geoms):
         check_overlap(path, None, tuple(shapely.total_bounds(geoms)), pred)
@@ -64,10 +59,7 @@ def vector_reader(path: str, pred: DatasetReader, attribute: Optional[str],
 
 def _layer_names(path: str, wanted: Sequence[str]) -> list[str]:
     """The layers to read: those asked for (each must exist), else every one the file has."""
-    try:
-        available = fiona.listlayers(path)
-    except (FionaError, CPLE_BaseError, OSError):
-        raise InputError(f"{path}: neither a raster nor a vector file GDAL can read") from None
+    available = list_layers(path)
     missing = [name for name in wanted if name not in available]
     if missing:
         raise InputError(f"{path}: has no layer {missing[0]!r}; its layers are: "
@@ -84,13 +76,9 @@ def _layer_shapes(path: str, layer: str, pred: DatasetReader,
 
     Features whose coordinates the prediction's CRS cannot hold are left out.
     """
-    with fiona.open(path, layer=layer) as src:
-        fields = list(src.schema["properties"])
-        if attribute is not None and attribute not in fields:
-            raise InputError(f"{path}: no attribute {attribute!r} in layer {layer}; its "
-                             f"fields are: {', '.join(fields) or '(none)'}")
+    with open_layer(path, layer, attribute) as src:
         crs = _layer_crs(src, path, pred)
-        features = list(_features(src, path, attribute))
+        features = list(class_features(src, path, attribute))
     geoms = np.array([shapely.geometry.shape(geom) for geom, _ in features], dtype=object)
     values = np.array([value for _, value in features], dtype=np.int64)
     if crs is not None and len(geoms):
@@ -123,7 +111,7 @@ def _geojson_crs(path: str, bounds: tuple[float, float, float, float],
     it understands. Older files (GeoJSON 2008, solaris' samples) name their CRS
     in a ``crs`` member, or none at all and are in the image's CRS.
     """
-    member = _legacy_crs_member(path)
+    member = legacy_crs_member(path)
     if member is not None:
         return member
     left, bottom, right, top = bounds
@@ -139,30 +127,6 @@ def _geojson_crs(path: str, bounds: tuple[float, float, float, float],
                      "-t_srs EPSG:4326")
 
 
-def _legacy_crs_member(path: str) -> Optional[CRS]:
-    """The CRS a GeoJSON 2008 ``crs`` member names, in the forms GDAL does not read."""
-    try:
-        with open(path, "rb") as f:
-            member = json.load(f).get("crs")
-        properties = member.get("properties") or {}
-    except (OSError, ValueError, AttributeError):
-        return None
-    text = properties.get("proj4") or properties.get("name") or properties.get("urn")
-    if member.get("type") == "link" and isinstance(properties.get("href"), str):
-        linked = os.path.join(os.path.dirname(path), properties["href"])
-        with contextlib.suppress(OSError):
-            with open(linked, encoding="utf-8") as f:
-                text = f.read()
-    if "code" in properties:
-        text = f"EPSG:{properties['code']}"
-    try:
-        crs = CRS.from_user_input(text) if isinstance(text, str) else None
-    except CRSError:
-        raise InputError(f"{path}: its \"crs\" member names {str(text)[:60]!r}, which is "
-                         "not a CRS GDAL knows") from None
-    return None if crs == CRS.from_epsg(4326) else crs
-
-
 def _report_unprojectable(path: str, pred: DatasetReader, total: int, left_out: int) -> None:
     if not left_out:
         return
@@ -173,21 +137,3 @@ def _report_unprojectable(path: str, pred: DatasetReader, total: int, left_out: 
                          f"grid: {where}; check the file's CRS")
     warnings.warn(f"{path}: {left_out} of its {total} features were left out: {where}",
                   GlnetWarning, stacklevel=4)
-
-
-def _features(layer: fiona.Collection, path: str,
-              attribute: Optional[str]) -> Iterator[tuple[object, int]]:
-    """(geometry, class id) of each feature; those without a geometry or a value are skipped."""
-    for feature in layer:
-        value = 1 if attribute is None else feature.properties[attribute]
-        if feature.geometry is None or value is None:
-            continue
-        try:
-            class_id = int(value)
-            whole = class_id == float(value)
-        except (TypeError, ValueError):
-            whole = False
-        if not whole:
-            raise InputError(f"{path}: attribute {attribute!r} holds {value!r}; "
-                             "expected integer class ids")
-        yield feature.geometry, class_id

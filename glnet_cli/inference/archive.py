@@ -15,8 +15,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from glnet_cli.errors import InputError
-from glnet_cli.inference.batch import (ResolvedOutputs, SceneReport, expand_inputs, is_batch,
-                                       resolve_outputs)
+from glnet_cli.inference.batch import SceneReport
+from glnet_cli.inference.batch_files import (
+    ResolvedOutputs,
+    expand_inputs,
+    is_batch,
+    resolve_outputs,
+)
 from glnet_cli.inference.shards import Shard
 from glnet_cli.io.paths import check_distinct
 

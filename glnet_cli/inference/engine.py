@@ -16,7 +16,6 @@ holds the blocks and tiles in flight, never a scene-sized array.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import time
 import warnings
@@ -34,13 +33,28 @@ from glnet_cli.inference.fit import check_fit, choose_stage
 from glnet_cli.inference.grid import ScenePlan, plan_scene
 from glnet_cli.inference.memory import MB, peak_rss
 from glnet_cli.inference.network import BlockContext, BlockNetwork
-from glnet_cli.inference.reader import READ_THREADS, CropBatch, CropReader, GlobalView, PassDone
+from glnet_cli.inference.reader import (
+    READ_THREADS,
+    CropBatch,
+    CropReader,
+    GlobalView,
+    PassDone,
+    Pixels,
+)
 from glnet_cli.inference.scheduler import TileScheduler
+from glnet_cli.inference.segment_options import ResolvedSegmentOptions, SegmentOptions
 from glnet_cli.inference.workers import BackgroundWorker
 from glnet_cli.io.model.checkpoint import ModelFile
 from glnet_cli.io.paths import atomic_output, check_distinct, check_output
 from glnet_cli.io.raster.read import SceneInfo, bounded_block_cache
-from glnet_cli.io.raster.writer import MaskWriter, OutputFile, OutputOptions, output_options
+from glnet_cli.io.raster.windows import Box
+from glnet_cli.io.raster.writer import (
+    FinishedTile,
+    MaskWriter,
+    OutputFile,
+    OutputOptions,
+    output_options,
+)
 from glnet_cli.progress_callback import ProgressCallback
 from models.inference import prepare_for_inference
 
@@ -49,22 +63,8 @@ __all__ = ["PlanSummary", "SegmentOptions", "SegmentResult", "Segmenter"]
 #: Threads blending finished tiles (on the CPU; on a GPU they only queue its work), beside
 #: the one that writes them: the costliest step when the network is fast, split in two.
 BLEND_THREADS = max(2, READ_THREADS)
-
-
-@dataclass(frozen=True)
-class SegmentOptions:
-    """How to run the network; one set serves every scene of a batch."""
-
-    stage: Optional[int] = None
-    #: Crops per forward pass; None: the most the memory budget allows (up to 6).
-    batch_size: Optional[int] = None
-    #: Least overlap between neighbouring crops; None: 64 px, or a quarter of a small crop.
-    overlap: Optional[int] = None
-    #: fp32, fp16, bf16, or auto: what the device computes fastest (see resolve_precision).
-    precision: str = "fp32"
-    bands: Optional[Sequence[int]] = None
-    #: The scenes' nodata value when their files declare none (``--nodata``).
-    nodata: Optional[float] = None
+#: An output tile whose crops are all done, with their results: what the blenders take.
+TileJob = tuple[Box, list[CropResult]]
 
 
 @dataclass
@@ -96,14 +96,14 @@ class Segmenter:
     """A loaded model on a device, ready to segment any number of scenes."""
 
     def __init__(self, model_file: ModelFile, device: torch.device,
-                 options: SegmentOptions = SegmentOptions()) -> None:
+                 options: SegmentOptions = SegmentOptions()) -> None:  # noqa: B008 (frozen)
         self.model_file = model_file
         self.info = model_file.info
         self.device = device
-        if options.overlap is None:
-            options = dataclasses.replace(options, overlap=min(64, self.info.size_p // 4))
-        if options.overlap >= self.info.size_p:
-            raise InputError(f"--overlap {options.overlap} must be smaller than the crop size "
+        overlap = (min(64, self.info.size_p // 4) if options.overlap is None
+                   else options.overlap)
+        if overlap >= self.info.size_p:
+            raise InputError(f"--overlap {overlap} must be smaller than the crop size "
                              f"{self.info.size_p}")
         self.stage = choose_stage(model_file, options.stage)
         #: The precision the network computes in (``auto`` resolved for this device).
@@ -115,10 +115,11 @@ class Segmenter:
         self.network = BlockNetwork(self.model, self.stage, self.info.size_p, self.info.scaling,
                                     device)
         self.estimator = RunEstimator(self.info, self.model, self.stage, self.precision,
-                                      options.overlap, device)
-        if options.batch_size is None:
-            options = dataclasses.replace(options, batch_size=self.estimator.auto_batch_size())
-        self.options = options
+                                      overlap, device)
+        batch_size = (self.estimator.auto_batch_size() if options.batch_size is None
+                      else options.batch_size)
+        #: The options given, with the overlap and batch size chosen for this model and device.
+        self.options: ResolvedSegmentOptions = options.resolved(overlap, batch_size)
 
     # -- planning ------------------------------------------------------------
 
@@ -190,7 +191,8 @@ class Segmenter:
         writer = MaskWriter(mask, scene, classes, tags, options, probs)
         blender = TileBlender(self.info.size_p, self.options.overlap, len(classes),
                               probs is not None)
-        output = BackgroundWorker(writer.write, lambda job: blender.finish(*job), BLEND_THREADS)
+        output: BackgroundWorker[TileJob, FinishedTile] = BackgroundWorker(
+            writer.write, lambda job: blender.finish(*job), BLEND_THREADS)
         read_log: Optional[list] = [] if record_reads else None
         reader = CropReader(scene, plan, stage=self.stage, size_g=self.info.size_g,
                             batch_size=self.options.batch_size, overlap=self.options.overlap,
@@ -211,7 +213,8 @@ class Segmenter:
                             if n}
         result.all_nodata = int(histogram[IGNORE_INDEX]) == scene.pixels
 
-    def _device_loop(self, plan: ScenePlan, reader: CropReader, output: BackgroundWorker,
+    def _device_loop(self, plan: ScenePlan, reader: CropReader,
+                     output: BackgroundWorker[TileJob, FinishedTile],
                      result: SegmentResult, progress: Optional[ProgressCallback]) -> None:
         """Global maps per block, then its crops' predictions; finished tiles to ``output``."""
         scheduler = TileScheduler(plan)
@@ -223,12 +226,14 @@ class Segmenter:
             if isinstance(item, GlobalView):
                 context = self.network.block(plan.blocks[item.block].box, item.pixels)
                 continue
+            if context is None:
+                raise RuntimeError("the reader gave crops before their block's global view")
             if isinstance(item, PassDone):
                 self.network.finish_l2g(context)
                 continue
             done += len(item.boxes) + len(item.skipped)
             if item.pixels is not None:
-                self._run_crops(item, context, scheduler, result)
+                self._run_crops(item, item.pixels, context, scheduler, result)
             if not item.l2g_pass:
                 result.crops_skipped += len(item.skipped)
                 for crop in list(item.indexes) + item.skipped:
@@ -239,14 +244,15 @@ class Segmenter:
                 progress(done, total, mpx_per_s=plan.height * plan.width / 1e6 * done / total
                          / elapsed, **{"pass": "L2G" if item.l2g_pass else "prediction"})
 
-    def _run_crops(self, batch: CropBatch, context: BlockContext, scheduler: TileScheduler,
-                   result: SegmentResult) -> None:
-        """The network on a batch: onto the L2G canvas, or predictions to the scheduler."""
+    def _run_crops(self, batch: CropBatch, pixels: Pixels, context: BlockContext,
+                   scheduler: TileScheduler, result: SegmentResult) -> None:
+        """The network on a batch's ``pixels``: onto the L2G canvas, or predictions to the
+        scheduler."""
         if batch.l2g_pass:
-            self.network.add_l2g(context, batch.pixels, batch.boxes)
+            self.network.add_l2g(context, pixels, batch.boxes)
             result.l2g_passes += len(batch.boxes)
             return
-        probs = self.network.predict(context, batch.pixels, batch.boxes)
+        probs = self.network.predict(context, pixels, batch.boxes)
         for index, box, valid, p in zip(batch.indexes, batch.boxes, batch.valid, probs):
             scheduler.add(index, CropResult(box, p, valid))
         result.crops_run += len(batch.boxes)

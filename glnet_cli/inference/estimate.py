@@ -16,13 +16,21 @@ import torch
 
 from glnet_cli.device import DTYPES
 from glnet_cli.inference.grid import ScenePlan
-from glnet_cli.inference.memory import (MB, MEMORY_BUDGET_MB, MemoryEstimate, NetworkShape,
-                                        auto_batch_size, estimate, largest_auto_batch,
-                                        weight_bytes)
+from glnet_cli.inference.memory import (
+    MB,
+    MEMORY_BUDGET_MB,
+    MemoryEstimate,
+    NetworkShape,
+    auto_batch_size,
+    estimate,
+    largest_auto_batch,
+    weight_bytes,
+)
 from glnet_cli.inference.reader import l2g_crop_count
 from glnet_cli.io.model.checkpoint import ModelInfo
 from glnet_cli.io.raster.read import BLOCK_CACHE_MB, SceneInfo, SceneReader
 from glnet_cli.io.raster.windows import TILE_SIZE, Box
+from models.glnet import GLNet
 
 
 @dataclass
@@ -52,7 +60,7 @@ class PlanSummary:
 class RunEstimator:
     """Work and memory of runs of one prepared network, in one precision, on one device."""
 
-    def __init__(self, info: ModelInfo, model: torch.nn.Module, stage: int, precision: str,
+    def __init__(self, info: ModelInfo, model: GLNet, stage: int, precision: str,
                  overlap: int, device: torch.device) -> None:
         self.info = info
         self.stage = stage
@@ -90,7 +98,8 @@ class RunEstimator:
         """
         def fits(size: int) -> bool:
             memory = self.memory(self.info.context_size, size)
-            peak = memory.gpu_mb if memory.gpu is not None else memory.host_mb
+            gpu_mb = memory.gpu_mb
+            peak = gpu_mb if gpu_mb is not None else memory.host_mb
             return peak <= MEMORY_BUDGET_MB
         return auto_batch_size(fits, largest_auto_batch(self.network, self.on_gpu))
 

@@ -5,17 +5,20 @@ them), its data type fits the model's input scaling, and its pixel size is
 near the one the model was trained at; the model was trained through the
 stage asked for (:func:`choose_stage`). Like rio-cogeo's ``cog_validate``, the
 check returns what it found (fits, errors, warnings) and leaves raising and
-reporting to its callers.
+reporting to its callers. Segment checks each scene (:func:`check_fit`) and the
+stage once, on loading the model; info reports all of it at once, with a read
+of the scene's pixels besides (:func:`full_check`).
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from glnet_cli.errors import GlnetWarning, InputError, RasterError
+from glnet_cli.errors import InputError, RasterError
+from glnet_cli.io.raster.describe import no_crs_warning
 from glnet_cli.io.raster.read import SceneInfo, inspect_scene
+from glnet_cli.io.raster.sample import check_pixels
 
 if TYPE_CHECKING:  # torch: not needed to check a fit
     from glnet_cli.io.model.checkpoint import ModelFile, ModelInfo
@@ -40,7 +43,7 @@ class Check:
 
 @dataclass(frozen=True)
 class Fit:
-    """What :func:`check_fit` found: ``fits``, ``errors`` and ``warnings``, and every check."""
+    """What a fit check found: ``fits``, ``errors`` and ``warnings``, and every check."""
 
     #: Opened with the bands the model takes; with all its bands when those do not fit.
     scene: SceneInfo
@@ -76,8 +79,7 @@ def check_fit(path: str, model: ModelInfo, bands: Optional[Sequence[int]] = None
     try:
         scene = inspect_scene(path, bands, needed, nodata)
     except RasterError as exc:
-        with warnings.catch_warnings():  # the scene is refused: a missing CRS is beside the point
-            warnings.simplefilter("ignore", GlnetWarning)
+        with no_crs_warning():  # the scene is refused: a missing CRS is beside the point
             scene = inspect_scene(path)  # re-raises what is wrong with the file itself
         bands_check = _failed("bands", exc, path)
     else:
@@ -86,6 +88,21 @@ def check_fit(path: str, model: ModelInfo, bands: Optional[Sequence[int]] = None
                             f"uses band(s) {chosen} of {scene.count}; the model takes {needed}")
     return Fit(scene, (bands_check, _dtype_check(model, scene.dtype, path),
                        _gsd_check(model, scene, path)))
+
+
+def full_check(path: str, model_file: ModelFile,
+               bands: Optional[Sequence[int]] = None) -> Fit:
+    """Everything segment would check, for a report: :func:`check_fit`, the pixels and the stage.
+
+    The pixels (the first and last blocks) tell a truncated file from a whole
+    one; segment finds out only when it reads them. A missing CRS is no warning
+    here: the report shows the pixel size as unknown.
+    """
+    with no_crs_warning():
+        fit = check_fit(path, model_file.info, bands)
+    bands_check, *scene_checks = fit.checks
+    return Fit(fit.scene, (bands_check, _pixels_check(path), *scene_checks,
+                           _stage_check(model_file)))
 
 
 def choose_stage(model_file: ModelFile, asked: Optional[int]) -> int:
@@ -112,6 +129,24 @@ def choose_stage(model_file: ModelFile, asked: Optional[int]) -> int:
 def _failed(name: str, exc: Exception, path: str) -> Check:
     """A failed check from the error a rule raised (its detail without the file name)."""
     return Check(name, FAIL, str(exc).removeprefix(f"{path}: "), str(exc))
+
+
+def _pixels_check(path: str) -> Check:
+    try:
+        check_pixels(path)
+    except RasterError as exc:
+        return _failed("pixels", exc, path)
+    return Check("pixels", OK, "the first and last blocks read")
+
+
+def _stage_check(model_file: ModelFile) -> Check:
+    """The stage segment would run by default, as :class:`Segmenter` chooses it."""
+    try:
+        stage = choose_stage(model_file, None)
+    except InputError as exc:
+        return Check("stage", FAIL, str(exc), str(exc))
+    return Check("stage", OK, f"would run stage {stage} (trained through stage "
+                              f"{model_file.info.stage})")
 
 
 def _dtype_check(model: ModelInfo, dtype: str, path: str) -> Check:

@@ -82,7 +82,7 @@ def pyramid_numbers(q: int, trunk: Sequence[int], width: int) -> float:
 def crop_bytes(net: NetworkShape) -> float:
     """Peak activations of one crop in a batch."""
     q = net.size_p // 4
-    numbers = CROP_PEAK_WIDTHS * net.width * q * q
+    numbers: float = CROP_PEAK_WIDTHS * net.width * q * q
     if net.stage == 3:  # the L2G pass keeps every level of the local pyramid
         numbers += pyramid_numbers(q, net.trunk_channels, net.width)
     return numbers * net.itemsize
@@ -140,7 +140,7 @@ def estimate(net: NetworkShape, batch_size: int, weights: int, engine: float, ca
                f"activations ({batch_size} crop{'s' * (batch_size > 1)} of {net.size_p} px)":
                    batch_size * crop_bytes(net)}
     libraries = current_rss() - (0 if on_gpu else weights)
-    host = {"torch, GDAL and Python": libraries}
+    host: dict[str, float] = {"torch, GDAL and Python": libraries}
     if not on_gpu:
         host["weights"] = weights
     host.update({"GDAL block cache": cache, "crops and tiles in flight": engine,

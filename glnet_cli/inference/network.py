@@ -59,6 +59,13 @@ class BlockContext:
     #: Positions of the crops the L2G pass ran.
     ran_l2g: list[tuple[float, float]] = field(default_factory=list)
 
+    @property
+    def l2g_canvas(self) -> LocalToGlobalCanvas:
+        """The canvas of the local-to-global pass (stage 3 only)."""
+        if self.canvas is None:
+            raise ValueError("a local-to-global pass needs a stage-3 block")
+        return self.canvas
+
 
 class BlockNetwork:
     """A prepared GLNet on one device, run one context block at a time."""
@@ -83,7 +90,7 @@ class BlockNetwork:
         patches = self._scale(pixels)
         tl, ratio = _fractions(boxes, context.box)
         local = _forward(lambda: self.model.local_pyramid(patches, context.maps, tl, ratio))
-        context.canvas.add(local.shared(), tl, ratio)
+        context.l2g_canvas.add(local.shared(), tl, ratio)
         context.ran_l2g.extend(tl)
 
     def finish_l2g(self, context: BlockContext) -> None:
@@ -91,7 +98,7 @@ class BlockNetwork:
         size = (context.box.height, context.box.width)
         patch = (self.size_p, self.size_p)
         template = coverage_template(context.ran_l2g, patch, size, self.device)
-        merged = context.canvas.finish(template)
+        merged = context.l2g_canvas.finish(template)
         context.final = _forward(lambda: self.model.l2g_pyramid(context.image, merged))
 
     def predict(self, context: BlockContext, pixels: Pixels,

@@ -160,8 +160,9 @@ class CropReader:
 
     def _host_pixels(self, arrays: list[np.ndarray], valid: list[np.ndarray]) -> Pixels:
         """Raw pixels for the device (a quarter of the bytes of float32 for uint8 scenes)."""
-        raw = np.stack(arrays)
-        raw = torch.from_numpy(raw.astype(_WIDER.get(raw.dtype.name, raw.dtype), copy=False))
+        stacked = np.stack(arrays)
+        raw = torch.from_numpy(stacked.astype(_WIDER.get(stacked.dtype.name, stacked.dtype),
+                                              copy=False))
         mask = torch.from_numpy(np.stack(valid))
         if self._device.type == "cuda":  # page-locked, so the copy to the GPU runs async
             raw, mask = raw.pin_memory(), mask.pin_memory()
@@ -179,5 +180,5 @@ def _logged_reader(scene: SceneInfo, read_log: Optional[list]) -> Iterator[Scene
         try:
             yield reader
         finally:
-            if read_log is not None:
+            if read_log is not None and reader.read_log is not None:
                 read_log.extend(reader.read_log)

@@ -126,7 +126,8 @@ class BackgroundWorker(Generic[T, U]):
 
     def submit(self, item: T) -> None:
         self._check()
-        self._queue.put(self._pool.submit(self._prepare, item) if self._pool is not None
+        prepare, pool = self._prepare, self._pool
+        self._queue.put(pool.submit(prepare, item) if pool is not None and prepare is not None
                         else item)
 
     def finish(self) -> None:

@@ -35,10 +35,12 @@ from glnet_cli.errors import GlnetWarning, OutputWriteError
 #: The loggers rasterio and fiona route GDAL's messages to.
 GDAL_LOGGERS = ("rasterio._env", "rasterio._err", "fiona._env", "fiona._err")
 
-#: GDAL's CPLE_* error numbers, as rasterio and fiona name them.
-_CODES = {1: "CPLE_AppDefined", 2: "CPLE_OutOfMemory", 3: "CPLE_FileIO", 4: "CPLE_OpenFailed",
-          5: "CPLE_IllegalArg", 6: "CPLE_NotSupported", 7: "CPLE_AssertionFailed",
-          8: "CPLE_NoWriteAccess", 9: "CPLE_UserInterrupt", 10: "CPLE_ObjectNull"}
+#: GDAL's CPLE_* error numbers, as rasterio and fiona name them (looked up with a log
+#: record's arguments, which may be anything).
+_CODES: dict[object, str] = {
+    1: "CPLE_AppDefined", 2: "CPLE_OutOfMemory", 3: "CPLE_FileIO", 4: "CPLE_OpenFailed",
+    5: "CPLE_IllegalArg", 6: "CPLE_NotSupported", 7: "CPLE_AssertionFailed",
+    8: "CPLE_NoWriteAccess", 9: "CPLE_UserInterrupt", 10: "CPLE_ObjectNull"}
 
 #: Codes that, even as a warning, mean bytes did not reach the file.
 _LOSS_CODES = frozenset({"CPLE_FileIO", "CPLE_NoWriteAccess", "CPLE_OutOfMemory"})
@@ -96,8 +98,9 @@ class GdalMessage:
     #: ``CPLE_...`` name, or ``""`` when the logger did not say.
     code: str
     text: str
-    #: ``threading.get_ident()`` of the thread GDAL reported it in.
-    thread: int
+    #: ``threading.get_ident()`` of the thread GDAL reported it in (None when
+    #: ``logging.logThreads`` is off).
+    thread: Optional[int]
 
     @property
     def is_error(self) -> bool:

@@ -20,8 +20,14 @@ import shutil
 import warnings
 from typing import Callable, Iterable, Iterator, Optional
 
-from glnet_cli.errors import (GlnetError, GlnetWarning, InputError, OutputError,
-                              OutputExistsError, OutputWriteError)
+from glnet_cli.errors import (
+    GlnetError,
+    GlnetWarning,
+    InputError,
+    OutputError,
+    OutputExistsError,
+    OutputWriteError,
+)
 
 #: Marks glnet's temp files, so that they are recognisable and safe to clean up.
 PARTIAL_MARK = ".glnet-partial-"

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from glnet_cli.errors import InputError
 from glnet_cli.training.settings import DEFAULT_MONITOR, MONITORS, RECIPES, Recipe
 
-#: What may change when a run is resumed; everything else is read from the model file.
 #: Epochs of a stage under --time-limit when none are given: the clock ends it.
 UNTIL_TIME_RUNS_OUT = (100_000, 100_000, 100_000)
-
+#: What may change when a run is resumed; everything else is read from the model file.
 RUNTIME_OPTIONS = ("output", "resume", "overwrite", "device", "precision", "num_workers")
+#: What a recipe sets when the option is not given (epochs and lr besides, stage by stage).
+RECIPE_OPTIONS = ("weight_decay", "loss", "class_weights", "oversample", "color_jitter")
 
 
 @dataclass
@@ -23,7 +24,7 @@ class TrainConfig:
     output: str
     stage: str = "all"
     #: ``auto`` (chosen from the backbone's start) or ``paper``; the options below that
-    #: are None take the recipe's value once the start is known.
+    #: are None take the recipe's value once the start is known (:meth:`with_recipe`).
     recipe: str = "auto"
     epochs: Optional[tuple[int, ...]] = None
     lr: Optional[tuple[float, ...]] = None
@@ -56,7 +57,8 @@ class TrainConfig:
     overwrite: bool = False
     seed: int = 0
     device: str = "auto"
-    precision: str = "fp32"
+    #: ``auto`` resolves to fp32 in training (see resolve_precision); fp16 or bf16 on request.
+    precision: str = "auto"
     num_workers: int = 2
     color_jitter: Optional[bool] = None
     skip_bad: bool = False
@@ -84,13 +86,15 @@ class TrainConfig:
         if self.time_limit is not None and self.time_limit <= 0:
             raise InputError(f"--time-limit {self.time_limit:g}: give a positive duration")
 
-    def apply_recipe(self, recipe: Recipe) -> None:
-        """Fill the options left unset with ``recipe``'s values."""
-        self.epochs = self.epochs or (UNTIL_TIME_RUNS_OUT if self.time_limit else recipe.epochs)
-        self.lr = self.lr or recipe.lr
-        for name in ("weight_decay", "loss", "class_weights", "oversample", "color_jitter"):
-            if getattr(self, name) is None:
-                setattr(self, name, getattr(recipe, name))
+    def with_recipe(self, recipe: Recipe) -> ResolvedTrainConfig:
+        """These options, those left unset taking ``recipe``'s values."""
+        given = {f.name: getattr(self, f.name) for f in fields(self)}
+        filled = {name: getattr(recipe, name) if given[name] is None else given[name]
+                  for name in RECIPE_OPTIONS}
+        filled["epochs"] = self.epochs or (UNTIL_TIME_RUNS_OUT if self.time_limit
+                                           else recipe.epochs)
+        filled["lr"] = self.lr or recipe.lr
+        return ResolvedTrainConfig(**{**given, **filled})
 
     @property
     def stages(self) -> list[int]:
@@ -103,6 +107,20 @@ class TrainConfig:
     def resumed(self, saved: dict[str, Any]) -> "TrainConfig":
         """The ``saved`` run's options, with this run's :data:`RUNTIME_OPTIONS`."""
         return TrainConfig(**{**saved, **{k: getattr(self, k) for k in RUNTIME_OPTIONS}})
+
+
+@dataclass
+class ResolvedTrainConfig(TrainConfig):
+    """A run's options once its recipe is known (:meth:`TrainConfig.with_recipe`): none of
+    the recipe's options is left unset."""
+
+    epochs: tuple[int, ...] = field(kw_only=True)
+    lr: tuple[float, ...] = field(kw_only=True)
+    weight_decay: float = field(kw_only=True)
+    loss: str = field(kw_only=True)
+    class_weights: str = field(kw_only=True)
+    oversample: bool = field(kw_only=True)
+    color_jitter: bool = field(kw_only=True)
 
 
 def _per_stage(values: Any, name: str) -> tuple:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +26,8 @@ from glnet_cli.io.raster.read import Patch, SceneReader, open_raster
 from glnet_cli.io.raster.windows import Box
 from glnet_cli.training.augment import Augment
 from glnet_cli.training.tiles import TileInfo, loader_generator, read_labels
+
+T = TypeVar("T")
 
 #: Neighbouring local crops share at least this many pixels, as in the reference
 #: (crops smaller than 200 pixels share a quarter of their side instead).
@@ -65,6 +67,17 @@ class Sample:
     boxes: list[Box] = field(default_factory=list)
     top_lefts: list[tuple[float, float]] = field(default_factory=list)
     ratio: tuple[float, float] = (1.0, 1.0)
+
+
+def required(part: Optional[T], what: str) -> T:
+    """A part of a :class:`Sample` (or of what the model computed) that the caller needs.
+
+    Raises:
+        ValueError: it is None: the sample was read, or the model prepared, for another use.
+    """
+    if part is None:
+        raise ValueError(f"no {what}: read or prepared for another use")
+    return part
 
 
 class TileDataset(Dataset):
@@ -133,7 +146,8 @@ class TileDataset(Dataset):
                     tile: TileInfo, aug: Augment) -> None:
         spec = self.spec
         height, width = sample.shape
-        sample.boxes = crop_grid(height, width, spec.size_p, min(spec.crop_overlap, spec.size_p // 4))
+        overlap = min(spec.crop_overlap, spec.size_p // 4)
+        sample.boxes = crop_grid(height, width, spec.size_p, overlap)
         sample.top_lefts = top_lefts(sample.boxes, height, width)
         sample.ratio = (spec.size_p / height, spec.size_p / width)
         patches, labels = [], []
@@ -178,7 +192,7 @@ def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, rank: int = 0,
     return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
 
 
-def iter_samples(dataset: TileDataset, batches: Sequence[Sequence], num_workers: int
+def iter_samples(dataset: TileDataset, batches: Sequence[list[Any]], num_workers: int
                  ) -> Iterator[list[Sample]]:
     """Batches of samples, read by ``num_workers`` processes (0: in this one)."""
     loader = DataLoader(dataset, batch_sampler=batches, collate_fn=list,

@@ -60,11 +60,12 @@ class DistContext:
         """
         if not self.active:
             return module
-        return DistributedDataParallel(module, **{_NO_FORWARD_BUFFER_SYNC: False})
+        options: dict[str, Any] = {_NO_FORWARD_BUFFER_SYNC: False}  # named by torch version
+        return DistributedDataParallel(module, **options)
 
     def sync(self, wrapped: nn.Module, last: bool) -> ContextManager:
         """Accumulate gradients locally except on the step's last backward pass."""
-        if self.active and not last:
+        if isinstance(wrapped, DistributedDataParallel) and not last:  # wrap() made it
             return wrapped.no_sync()
         return contextlib.nullcontext()
 

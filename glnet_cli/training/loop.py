@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from glnet_cli.device import autocast
+from glnet_cli.errors import InputError
 from glnet_cli.evaluation.metrics import ConfusionMatrix
 from glnet_cli.io.model.checkpoint import ModelInfo, load_model, save_model
-from glnet_cli.io.paths import atomic_output
+from glnet_cli.io.paths import write_text
 from glnet_cli.progress_callback import ProgressCallback
 from glnet_cli.training.budget import StageClock, lr_factor, stage_allowance
 from glnet_cli.training.dataset import TileDataset, epoch_batches, iter_samples
@@ -140,6 +141,8 @@ class TrainingLoop:
         scaler = torch.amp.GradScaler(
             "cuda", enabled=cfg.precision == "fp16" and self.ctx.device.type == "cuda")
         if resuming:
+            if state.optimizer is None:  # every epoch's checkpoint holds one
+                raise InputError(f"{cfg.output}: holds no optimiser state to --resume")
             optimizer.load_state_dict(state.optimizer)
             if state.scaler and scaler.is_enabled():  # precision may change on resume
                 scaler.load_state_dict(state.scaler)
@@ -165,12 +168,12 @@ class TrainingLoop:
             if val is not None:
                 fill_record(record, val, cfg.monitor, self.setup.spec.classes.names)
                 record.best = better(cfg.monitor, record.monitor, state.best_miou)
-            if record.best:
+            if record.best and record.monitor is not None:  # a better score is a score
                 state.best_miou = signed(cfg.monitor, record.monitor)
                 self.best_state = {k: v.detach().cpu().clone()
                                    for k, v in self.model.state_dict().items()}
+            state.history.append(record)  # before _stage_end: patience counts this epoch
             record.stage_end = self._stage_end(stage, epoch + 1 == epochs, number)
-            state.history.append(record)
             state.stage_finished = record.stage_end is not None
             state.stage_seconds[number] = stage.clock.seconds
             if self.ctx.is_main:
@@ -183,7 +186,7 @@ class TrainingLoop:
         return False
 
     def _stage_end(self, stage: _Stage, last_epoch: bool, number: int) -> Optional[str]:
-        """Why the stage ends after this epoch (None: it goes on)."""
+        """Why the stage ends after this epoch, the last of the history (None: it goes on)."""
         if last_epoch:
             return "epochs"
         if self.ctx.any(stage.clock.out_of_time(self._val_seconds + self._step_seconds)):
@@ -263,9 +266,7 @@ class TrainingLoop:
         state.capture_rng()
         save_model(self.config.output, self.model, info, training_state=state.to_dict(),
                    overwrite=self._may_replace(self.config.output))
-        with atomic_output(files.log, overwrite=self._may_replace(files.log)) as tmp, \
-                open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(state.log_lines())
+        write_text(files.log, "".join(state.log_lines()), overwrite=self._may_replace(files.log))
         self._draw(val)
 
     def _draw(self, val: Optional[Validation]) -> None:

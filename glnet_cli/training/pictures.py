@@ -9,11 +9,11 @@ never sees a half-written file.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from glnet_cli.io.paths import atomic_output
+from glnet_cli.io.png import write_png
 
 if TYPE_CHECKING:
     from glnet_cli.classes import ClassTable
@@ -24,7 +24,6 @@ MAX_PREVIEW_ROWS = 4
 #: The colour of unlabelled pixels (``ignore_index``) and of ids outside the class table.
 IGNORE_COLOR = (128, 128, 128)
 _DPI = 80
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def display_rgb(image: np.ndarray) -> np.ndarray:
@@ -118,9 +117,9 @@ def write_preview(rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
             ax.set_axis_off()
             if r == 0:
                 ax.set_title(title, fontsize="medium")
-    handles = [Patch(facecolor=np.asarray(info.color) / 255, edgecolor="black", label=info.name)
+    handles = [Patch(facecolor=_fractions(info.color), edgecolor="black", label=info.name)
                for info in classes]
-    handles.append(Patch(facecolor=np.asarray(IGNORE_COLOR) / 255, edgecolor="black",
+    handles.append(Patch(facecolor=_fractions(IGNORE_COLOR), edgecolor="black",
                          label="no label"))
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6),
                fontsize="small", frameon=False)
@@ -160,6 +159,12 @@ def _palette(classes: "ClassTable", ignore_index: int) -> np.ndarray:
     return palette
 
 
+def _fractions(color: tuple[int, int, int]) -> tuple[float, float, float]:
+    """An 8-bit RGB colour as matplotlib takes it: fractions of 255."""
+    red, green, blue = color
+    return red / 255, green / 255, blue / 255
+
+
 def _colorize(ids: np.ndarray, palette: np.ndarray) -> np.ndarray:
     ids = np.asarray(ids)
     if ids.ndim != 2:
@@ -168,16 +173,10 @@ def _colorize(ids: np.ndarray, palette: np.ndarray) -> np.ndarray:
     return palette[np.where(inside, ids, 255).astype(np.intp)]
 
 
-def _check_png(tmp: str) -> None:
-    with open(tmp, "rb") as f:
-        if f.read(len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
-            raise ValueError(f"{tmp}: matplotlib did not write a PNG")
-
-
 def _save(fig: Any, path: str) -> None:
     """Render with Agg (no pyplot, no global state) and publish atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    with atomic_output(path, ".png", overwrite=True, verify=_check_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=_DPI)
+    write_png(path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI), drawer="matplotlib",
+              overwrite=True)

@@ -16,32 +16,29 @@ from typing import Optional
 
 import numpy as np
 
-from glnet_cli.classes import ClassTable, load_class_table
+from glnet_cli.classes import ClassTable
 from glnet_cli.errors import DataError, GlnetWarning, InputError, PretrainedWeightsMissing
 from glnet_cli.io.model.checkpoint import ModelFile, ModelInfo, load_model
 from glnet_cli.io.paths import check_distinct, check_output
-from glnet_cli.training.class_stats import (ClassCounts, count_classes, parse_class_weights,
-                                            tile_weights)
-from glnet_cli.training.config import TrainConfig
+from glnet_cli.io.text import load_class_table
+from glnet_cli.training.class_stats import (
+    ClassCounts,
+    count_classes,
+    parse_class_weights,
+    tile_weights,
+)
+from glnet_cli.training.config import ResolvedTrainConfig, TrainConfig
 from glnet_cli.training.dataset import ReadSpec, split_by_name
 from glnet_cli.training.distributed import DistContext
+from glnet_cli.training.model_shape import choose_architecture, fitted_sizes
 from glnet_cli.training.settings import Recipe, recipe_for
 from glnet_cli.training.state import TrainingState, seed_everything
-from glnet_cli.training.tile_set import (check_tiles, infer_classes, measure_scaling,
-                                         settle_problems)
+from glnet_cli.training.tile_set import check_tiles, infer_classes, measure_scaling, settle_problems
 from glnet_cli.training.tiles import TileInfo, discover_tiles, inspect_pairs
 from models.backbone import PretrainedWeightsUnavailable, fetch_imagenet
 from models.glnet import GLNet
 
 log = logging.getLogger(__name__)
-
-#: Architecture defaults, used unless --init/--resume names a model. The sizes
-#: shrink to fit smaller tiles (see :func:`_fitted_sizes`).
-DEFAULTS = {"backbone": "resnet50", "width": 256, "size_g": 508, "size_p": 508}
-#: FPN width for the small trunks: their C5 has 512 channels, not 2048, and at
-#: width 64 a ResNet-18 GLNet trains 2.8x faster than at 256 (one stage-2 step).
-SMALL_TRUNK_WIDTH = {"resnet18": 64, "resnet34": 64}
-
 
 @dataclass(frozen=True)
 class RunFiles:
@@ -67,7 +64,8 @@ class RunFiles:
 class RunSetup:
     """One training run, resolved: options, device, data, model and the files it writes."""
 
-    config: TrainConfig
+    #: The options, the recipe's values filling those not given.
+    config: ResolvedTrainConfig
     ctx: DistContext
     files: RunFiles
     train_tiles: list[TileInfo]
@@ -98,15 +96,15 @@ def prepare_run(config: TrainConfig, ctx: DistContext, show_download: bool) -> R
         GlnetError: Bad tiles, options or model files.
     """
     files = RunFiles.beside(config.output)
-    config, start, state = _starting_point(config, ctx, files)
-    seed_everything(config.seed)
+    given, start, state = _starting_point(config, ctx, files)
+    seed_everything(given.seed)
     known = start.info if start else None
-    backbone, width, size_g, size_p = _architecture(config, known)
-    train_tiles, val_tiles, spec = _load_data(config, ctx, known, size_g, size_p)
-    model, started_from = _build_model(config, ctx, start, spec, backbone, width, show_download)
+    backbone, width, size_g, size_p = choose_architecture(given, known)
+    train_tiles, val_tiles, spec = _load_data(given, ctx, known, size_g, size_p)
+    model, started_from = _build_model(given, ctx, start, spec, backbone, width, show_download)
     model = model.to(ctx.device)
-    recipe = recipe_for(config.recipe, start is not None or started_from not in (None, "none"))
-    config.apply_recipe(recipe)
+    recipe = recipe_for(given.recipe, start is not None or started_from not in (None, "none"))
+    config = given.with_recipe(recipe)
     spec = replace(spec, crop_overlap=recipe.crop_overlap)
     if config.monitor.startswith("iou:") and config.monitor[4:] not in spec.classes.names:
         raise InputError(f"--monitor {config.monitor}: no class of that name (classes: "
@@ -120,8 +118,10 @@ def prepare_run(config: TrainConfig, ctx: DistContext, show_download: bool) -> R
              "expect a weak score for it; more tiles that hold it help most")
     probabilities = None
     if config.oversample:
-        probabilities = tile_weights(counts, class_weights if class_weights is not None
-                                     else parse_class_weights("auto", counts))
+        weights = (class_weights if class_weights is not None
+                   else parse_class_weights("auto", counts))
+        if weights is not None:  # None: no labelled pixel to weigh the tiles by
+            probabilities = tile_weights(counts, weights)
     info = _describe(config, ctx, known, model, spec, train_tiles, len(val_tiles), started_from)
     # A resumed run records its options as they are now (with this run's runtime options).
     state = replace(state, config=config.to_plain()) if state else TrainingState(config.to_plain())
@@ -139,11 +139,11 @@ def _starting_point(config: TrainConfig, ctx: DistContext, files: RunFiles
     if config.resume and config.init:
         raise InputError("--resume continues the run in the output file; leave out --init")
     if config.resume:
-        start = load_model(config.output)
-        if start.training_state is None:
+        resumed = load_model(config.output)
+        if resumed.training_state is None:
             raise InputError(f"{config.output}: holds no training state to --resume")
-        state = TrainingState.from_dict(start.training_state)
-        return config.resumed(state.config), start, state
+        state = TrainingState.from_dict(resumed.training_state)
+        return config.resumed(state.config), resumed, state
     check_distinct([config.output, *files.companions],
                    [config.init, _model_file(config.pretrained)])
     if ctx.is_main:
@@ -154,35 +154,6 @@ def _starting_point(config: TrainConfig, ctx: DistContext, files: RunFiles
         raise InputError(f"--stage {first} starts from a model that completed stage "
                          f"{first - 1}: give it with --init MODEL.pt (or use --resume)")
     return config, start, None
-
-
-def _architecture(config: TrainConfig, known: Optional[ModelInfo]) -> tuple[str, int, int, int]:
-    """backbone, width, size_g, size_p: as given, else the starting model's, else defaults."""
-    values = dict(DEFAULTS)
-    if known:
-        values = {"backbone": known.config.backbone, "width": known.config.width,
-                  "size_g": known.size_g, "size_p": known.size_p}
-    for name, value in values.items():
-        given = getattr(config, name)
-        if known and given is not None and given != value:
-            raise InputError(f"--{name.replace('_', '-')} {given} differs from the starting "
-                             f"model's {value}; leave it out")
-        values[name] = value if given is None else given
-        if not known and given is None and name == "width":
-            values[name] = SMALL_TRUNK_WIDTH.get(values["backbone"], value)
-        if not known and given is None and name.startswith("size"):
-            values[name] = None  # fitted to the tiles once they are read
-    return values["backbone"], values["width"], values["size_g"], values["size_p"]
-
-
-def _fitted_sizes(tiles: list[TileInfo], size_g: Optional[int], size_p: Optional[int]
-                  ) -> tuple[int, int]:
-    """Default sizes for tiles smaller than the paper's: the global view no larger than
-    the smallest tile, a crop half of it, so that GLNet still has crops to work with."""
-    side = min(min(t.height, t.width) for t in tiles)
-    size_g = size_g or min(DEFAULTS["size_g"], side)
-    size_p = size_p or min(DEFAULTS["size_p"], max(32, side // 2 // 4 * 4))
-    return size_g, size_p
 
 
 def _checked(config: TrainConfig, ctx: DistContext, folder: str, classes: Optional[ClassTable],
@@ -216,7 +187,7 @@ def _load_data(config: TrainConfig, ctx: DistContext, known: Optional[ModelInfo]
         raise InputError(f"--classes {config.classes} differs from the starting model's classes")
     classes = classes or (known.classes if known else None)
     tiles, classes, bands = _checked(config, ctx, config.tiles, classes, config.bands, size_p or 1)
-    size_g, size_p = _fitted_sizes(tiles, size_g, size_p)
+    size_g, size_p = fitted_sizes(tiles, size_g, size_p)
     if config.val:
         train_tiles = tiles
         val_tiles = _checked(config, ctx, config.val, classes, bands, size_p)[0]
@@ -257,8 +228,9 @@ def _build_model(config: TrainConfig, ctx: DistContext, start: Optional[ModelFil
                 "starting from random weights")
             started_from = "none"
     model = build(pretrained=None)
-    if _model_file(config.pretrained):
-        source = load_model(config.pretrained).model.state_dict()
+    pretrained_file = _model_file(config.pretrained)
+    if pretrained_file:
+        source = load_model(pretrained_file).model.state_dict()
         own = model.state_dict()
         fitting = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
         if not fitting:
@@ -268,8 +240,8 @@ def _build_model(config: TrainConfig, ctx: DistContext, start: Optional[ModelFil
     return model, started_from
 
 
-def _describe(config: TrainConfig, ctx: DistContext, known: Optional[ModelInfo], model: GLNet,
-              spec: ReadSpec, tiles: list[TileInfo], n_val: int,
+def _describe(config: ResolvedTrainConfig, ctx: DistContext, known: Optional[ModelInfo],
+              model: GLNet, spec: ReadSpec, tiles: list[TileInfo], n_val: int,
               started_from: Optional[str]) -> ModelInfo:
     """The model file's metadata: architecture, classes, scaling, context, provenance."""
     gsds = [t.gsd for t in tiles if t.gsd]

@@ -11,7 +11,7 @@ import json
 import math
 import random
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import numpy as np
 import torch
@@ -90,7 +90,9 @@ class TrainingState:
 
     def capture_rng(self) -> None:
         """Record the global RNG states (as tensors, lists and numbers)."""
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        # the legacy tuple: numpy's global generator is an MT19937
+        kind, keys, pos, has_gauss, gauss = cast(tuple[str, np.ndarray, int, int, float],
+                                                 np.random.get_state())
         version, internal, gauss_next = random.getstate()
         self.rng = {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -100,6 +102,8 @@ class TrainingState:
     def restore_rng(self) -> None:
         """Put the recorded RNG states back (CUDA's only on as many devices as recorded)."""
         state = self.rng
+        if state is None:  # none recorded
+            return
         torch.set_rng_state(state["torch"])
         if state["cuda"] and len(state["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(state["cuda"])

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from glnet_cli.training.dataset import Sample
+from glnet_cli.training.dataset import Sample, required
 from models.fpn import Pyramid, SharedFeatures, resize
 from models.glnet import FMREG_WEIGHT, GLNet, Ratio, TopLefts
 
@@ -69,7 +69,7 @@ class LocalLoss(StageLoss):
         logits, fmreg = self.model.aggregated(local.ps3, context.ps3, top_lefts, ratio)
         target = target_for(labels, logits)
         loss = (self.criterion(local.logits, target) + self.criterion(logits, target)
-                + FMREG_WEIGHT * fmreg)
+                + FMREG_WEIGHT * required(fmreg, "feature-map regulariser"))
         return loss, logits, target
 
 
@@ -115,7 +115,8 @@ def step_inputs(stage: int, model: GLNet, batch: Sequence[Sample], device: torch
     """
     if stage == 1:
         images = torch.stack([s.image_global for s in batch]).to(device)
-        labels = torch.stack([s.label_global for s in batch]).to(device)
+        labels = torch.stack([required(s.label_global, "global labels") for s in batch])
+        labels = labels.to(device)
         return 1, iter([(images, labels)])
     if stage == 2:
         count = sum(len(parts(len(s.boxes), sub_batch)) for s in batch)
@@ -128,7 +129,8 @@ def _tile_inputs(model: GLNet, sample: Sample, device: torch.device,
     image = sample.image_global[None].to(device)
     with torch.no_grad(), autocast():
         context = model.global_pyramid(image)
-    return image, sample.patches.to(device), sample.patch_labels.to(device), context
+    patches = required(sample.patches, "crops").to(device)
+    return image, patches, required(sample.patch_labels, "crop labels").to(device), context
 
 
 def _stage2_inputs(model: GLNet, batch: Sequence[Sample], device: torch.device,
@@ -148,7 +150,8 @@ def _stage3_inputs(model: GLNet, batch: Sequence[Sample], device: torch.device,
         with torch.no_grad(), autocast():
             merged, local_ps3 = model.merge_local_keeping_ps3(context, patches, places, ratio,
                                                               chunks)
-        yield (image, sample.label_global[None].to(device), merged, local_ps3,
+        label_global = required(sample.label_global, "global labels")
+        yield (image, label_global[None].to(device), merged, local_ps3,
                [labels[p] for p in chunks], [places[p] for p in chunks], ratio)
 
 
@@ -165,7 +168,7 @@ def predict(model: GLNet, sample: Sample, stage: int, device: torch.device,
     context = model.global_pyramid(image)
     if stage == 1:
         return resize(context.logits.float(), sample.shape).softmax(1)[0]
-    patches = sample.patches.to(device)
+    patches = required(sample.patches, "crops").to(device)
     places, ratio = sample.top_lefts, sample.ratio
     final = context
     if stage == 3:

@@ -177,7 +177,7 @@ def _mask_values(src: DatasetReader, colour: bool, classes: Optional[ClassTable]
         raise _PairError("mask is colour-coded (RGB); give its class table with --classes")
     values: set[int] = set()
     for box in iter_windows(src.height, src.width, _STRIP):
-        if colour:
+        if colour and classes is not None:  # (raised above without classes)
             ids = read_labels(src, True, classes, IGNORE_INDEX, box)
             values.update(np.unique(ids).tolist())
         else:

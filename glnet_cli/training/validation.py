@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Optional, Sequence
 
 import numpy as np
-import torch
 from torch import nn
 
 from glnet_cli.evaluation.metrics import ConfusionMatrix
-from glnet_cli.training.dataset import TileDataset, iter_samples
+from glnet_cli.training.dataset import TileDataset, iter_samples, required
 from glnet_cli.training.distributed import DistContext
 from glnet_cli.training.state import EpochRecord
 from glnet_cli.training.steps import predict
@@ -43,19 +42,19 @@ def validate(model: GLNet, dataset: TileDataset, stage: int, criterion: nn.Modul
     mine = [[i] for i in range(ctx.rank, len(dataset), ctx.world_size)]
     scores = ConfusionMatrix(len(dataset.spec.classes))
     total = np.zeros(2, dtype=np.float64)
-    previews = []
+    previews: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     model.eval()
     for (sample,) in iter_samples(dataset, mine, num_workers):
         with autocast():
             probs = predict(model, sample, stage, ctx.device, sub_batch)
-        label = sample.label.to(ctx.device).long()
+        truth = required(sample.label, "labels")
+        label = truth.to(ctx.device).long()
         logits = probs.clamp_min(1e-6).log()[None]
         total += (float(criterion(logits, label[None])), 1.0)
         pred = probs.argmax(0).cpu().numpy()
-        scores.update(sample.label.numpy(), pred)
+        scores.update(truth.numpy(), pred)
         if len(previews) < PREVIEW_TILES and ctx.is_main:
-            previews.append(_preview_row(sample.image_global.numpy(), sample.label.numpy(),
-                                         pred))
+            previews.append(_preview_row(sample.image_global.numpy(), truth.numpy(), pred))
     model.train()
     total = ctx.all_sum(total)
     return Validation(ConfusionMatrix.from_array(ctx.all_sum(scores.as_array())),

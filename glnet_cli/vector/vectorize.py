@@ -14,7 +14,7 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, TextIO, Union
+from typing import Optional, Sequence, TextIO, Union, cast
 
 import numpy as np
 import rasterio
@@ -24,14 +24,19 @@ from rasterio.windows import Window
 
 from glnet_cli.classes import table_from_tags
 from glnet_cli.errors import GlnetWarning, InputError, RasterError
-from glnet_cli.io.vector.geojson_stream import GeoJSONTextWriter
 from glnet_cli.io.paths import check_distinct
 from glnet_cli.io.raster.read import SINGLE_PASS_CACHE_MB, bounded_block_cache, open_raster
-from glnet_cli.io.vector.crs import output_crs
-from glnet_cli.io.vector.formats import (check_field_text, check_layout, check_vector_output,
-                                         default_output, resolve_driver)
-from glnet_cli.io.vector.output import VectorWriter
 from glnet_cli.io.raster.windows import iter_windows
+from glnet_cli.io.vector.crs import output_crs
+from glnet_cli.io.vector.formats import (
+    check_field_text,
+    check_layout,
+    check_vector_output,
+    default_output,
+    resolve_driver,
+)
+from glnet_cli.io.vector.geojson_stream import GeoJSONTextWriter
+from glnet_cli.io.vector.output import VectorWriter
 from glnet_cli.progress_callback import ProgressCallback
 from glnet_cli.vector.merge import EdgeMerger
 
@@ -111,8 +116,9 @@ def vectorize(mask_path: str | os.PathLike,
         Per-class polygon counts and areas (before reprojection), and where they went.
     """
     mask_path = os.fspath(mask_path)
-    stream = output_path if hasattr(output_path, "write") else None
-    if stream is not None:
+    stream: Optional[TextIO] = None
+    if hasattr(output_path, "write"):
+        stream = cast(TextIO, output_path)
         output_path = getattr(stream, "name", "<stream>")
         if driver is not None and resolve_driver(output_path, driver) != "GeoJSON":
             raise InputError(f"{output_path}: a stream takes GeoJSON only; write {driver} "
@@ -144,6 +150,7 @@ def vectorize(mask_path: str | os.PathLike,
         summary = VectorizeSummary(output_path, driver, [], crs.to_string() if crs else None,
                                    _area_unit(src.crs), sum(len(r) for r in rows))
         geometry_type = "Polygon" if connectivity == 4 else "MultiPolygon"
+        writer: VectorWriter | GeoJSONTextWriter
         if stream is None:
             writer = VectorWriter(output_path, driver, _wkt(src.crs), _wkt(out_crs), layout,
                                   geometry_type, overwrite)

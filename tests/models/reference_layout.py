@@ -22,12 +22,16 @@ def _conv(shape: tuple[int, ...], gen: torch.Generator) -> dict[str, torch.Tenso
 
 
 def _resnet_state(name: str, gen: torch.Generator, bands: int) -> dict[str, torch.Tensor]:
-    net = {"resnet50": resnet50, "resnet18": resnet18}[name](weights=None)
-    if bands != 3:
-        net.conv1 = torch.nn.Conv2d(bands, 64, 7, 2, 3, bias=False)
+    with torch.device("meta"):  # the names and shapes only: no weights to initialise
+        net = {"resnet50": resnet50, "resnet18": resnet18}[name](weights=None)
+        if bands != 3:
+            net.conv1 = torch.nn.Conv2d(bands, 64, 7, 2, 3, bias=False)
     state = {}
     for key, value in net.state_dict().items():
         if key.startswith("fc."):
+            continue
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(0)
             continue
         if key.endswith("running_var"):
             value = torch.rand(value.shape, generator=gen) + 0.5
@@ -194,8 +198,8 @@ def oracle(files: dict[int, dict[str, torch.Tensor]], image_global, patches, tl,
         p = patches.shape[-1]
         size = (int(round(p / ratio[0])), int(round(p / ratio[1])))
         template = torch.zeros((1, 1) + size)
-        for t, l in tl:
-            y, x = int(round(t * size[0])), int(round(l * size[1]))
+        for ty, tx in tl:
+            y, x = int(round(ty * size[0])), int(round(tx * size[1]))
             template[..., y:y + p, x:x + p] += 1
         merged = _merge(local, context, tl, ratio, template)
         final = _fpn(model, "module.fpn_global",

@@ -3,8 +3,13 @@ import os
 import pytest
 import torch
 
-from models.backbone import (PretrainedWeightsUnavailable, ResNetTrunk, build_backbone,
-                             imagenet_weights_path, list_backbones)
+from models.backbone import (
+    PretrainedWeightsUnavailable,
+    ResNetTrunk,
+    build_backbone,
+    imagenet_weights_path,
+    list_backbones,
+)
 
 
 def test_unknown_backbone_lists_the_valid_names():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+
 import pytest
 import torch
 
@@ -14,8 +17,18 @@ N_CLASSES = 3
 
 
 def tiny(backbone: str = "resnet18", bands: int = 3, l2g: bool = False) -> GLNet:
+    """A tiny GLNet made from seed 0 (a fresh copy: tests change their model)."""
+    model, rng = _tiny(backbone, bands, l2g)
+    torch.set_rng_state(rng)  # as if just built: the same random numbers follow
+    return copy.deepcopy(model)
+
+
+@functools.lru_cache(maxsize=1)  # the model the next tests ask for again
+def _tiny(backbone: str, bands: int, l2g: bool) -> tuple[GLNet, torch.Tensor]:
+    """Built once (random initialisation is most of a tiny model's cost), with the RNG state
+    the build left."""
     torch.manual_seed(0)
-    return GLNet(N_CLASSES, backbone, bands, width=16, l2g=l2g)
+    return GLNet(N_CLASSES, backbone, bands, width=16, l2g=l2g), torch.get_rng_state()
 
 
 def crops_of(size: int = 64, patch: int = 32):

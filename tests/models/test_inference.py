@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+
 import pytest
 import torch
 from torch import nn
@@ -14,7 +17,16 @@ N_CLASSES = 3
 
 
 def trained_looking(backbone: str = "resnet18", l2g: bool = True) -> GLNet:
-    """A tiny GLNet whose BatchNorms hold statistics far from the identity."""
+    """A tiny GLNet whose BatchNorms hold statistics far from the identity (a fresh copy)."""
+    model, rng = _trained_looking(backbone, l2g)
+    torch.set_rng_state(rng)  # as if just built: the same random numbers follow
+    return copy.deepcopy(model)
+
+
+@functools.lru_cache(maxsize=1)  # the model the next tests ask for again
+def _trained_looking(backbone: str, l2g: bool) -> tuple[GLNet, torch.Tensor]:
+    """Built once (random initialisation is most of a tiny model's cost), with the RNG state
+    the build left."""
     torch.manual_seed(0)
     model = GLNet(N_CLASSES, backbone, 3, width=16, l2g=l2g)
     with torch.no_grad():
@@ -24,7 +36,7 @@ def trained_looking(backbone: str = "resnet18", l2g: bool = True) -> GLNet:
                 module.running_var.uniform_(0.3, 2.0)
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.2, 0.2)
-    return model.eval()
+    return model.eval(), torch.get_rng_state()
 
 
 def predict(model: GLNet, stage: int) -> torch.Tensor:

@@ -7,8 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.losses import (LOSS_NAMES, CrossEntropy, DiceLoss, FocalLoss, LovaszSoftmax,
-                           SumLoss, build_loss, class_weights_from_frequencies)
+from models.losses import (
+    LOSS_NAMES,
+    CrossEntropy,
+    DiceLoss,
+    FocalLoss,
+    LovaszSoftmax,
+    SumLoss,
+    build_loss,
+    class_weights_from_frequencies,
+)
 
 
 def test_gamma_zero_is_cross_entropy_with_ignore():

@@ -20,8 +20,13 @@ import torch
 
 from glnet_cli.classes import ClassTable
 from glnet_cli.errors import InputError, ModelFileError, OutputWriteError
-from glnet_cli.io.model.schema import (DTYPE_RANGE, FORMAT, FORMAT_VERSION, check_payload,
-                                       check_state_dict)
+from glnet_cli.io.model.schema import (
+    DTYPE_RANGE,
+    FORMAT,
+    FORMAT_VERSION,
+    check_payload,
+    check_state_dict,
+)
 from glnet_cli.io.paths import atomic_output
 from models.glnet import GLNet, GLNetConfig
 
@@ -181,7 +186,7 @@ class _KeepWriteError:
 def _save(payload: dict[str, Any], file: Any) -> None:
     guarded = _KeepWriteError(file)
     try:
-        torch.save(payload, guarded)
+        torch.save(payload, guarded)  # type: ignore[arg-type]  # write() and flush() suffice
     except RuntimeError:
         if guarded.error is not None:
             raise guarded.error from None

@@ -11,16 +11,18 @@ is imported only here.
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
-import rasterio
 from rasterio.enums import Resampling
 
-from glnet_cli.classes import IGNORE_INDEX, ClassTable, generic_table, table_from_tags
+from glnet_cli.classes import IGNORE_INDEX, ClassInfo, ClassTable, generic_table, table_from_tags
 from glnet_cli.errors import InputError
 from glnet_cli.io.paths import atomic_output, check_output
 from glnet_cli.io.raster.read import SINGLE_PASS_CACHE_MB, bounded_block_cache, open_raster
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 #: Longest side of a quick look's picture, in pixels.
 MAX_SIZE = 1024
@@ -47,11 +49,11 @@ def write_preview(path: str, *, scene: Optional[str] = None, mask: Optional[str]
     or the first as grey). The mask's colours and names come from the class
     table glnet writes into it, else from its colour table.
     """
-    if scene is None and mask is None:
+    grid = mask or scene
+    if grid is None:
         raise InputError("a quick look needs a scene, a mask or both")
     check_output(path, overwrite)
     with bounded_block_cache(SINGLE_PASS_CACHE_MB):
-        grid = mask or scene
         with open_raster(grid) as src:
             shape = preview_shape(src.height, src.width, max_size)
         picture = np.zeros(shape + (4,), np.uint8)
@@ -135,7 +137,7 @@ def _overlay(picture: np.ndarray, values: np.ndarray, classes: ClassTable, opaqu
     picture[..., 3] = np.where(labelled, 255, picture[..., 3])
 
 
-def _with_legend(picture: np.ndarray, classes: Sequence) -> "Image.Image":  # noqa: F821
+def _with_legend(picture: np.ndarray, classes: Sequence[ClassInfo]) -> Image.Image:
     """The picture with rows of colour swatches and class names below it."""
     from PIL import Image, ImageDraw, ImageFont
 
@@ -145,7 +147,8 @@ def _with_legend(picture: np.ndarray, classes: Sequence) -> "Image.Image":  # no
     entries = [(c, SWATCH + PAD + int(measure.textlength(c.name, font=font)) + 3 * PAD)
                for c in classes]
     canvas_width = max(width, max((w for _, w in entries), default=0) + PAD)
-    rows, x = [[]], PAD
+    rows: list[list[tuple[ClassInfo, int]]] = [[]]
+    x = PAD
     for entry in entries:
         if x + entry[1] > canvas_width and rows[-1]:
             rows.append([])
@@ -177,5 +180,6 @@ def preview_file(path: str, out: str, *, overwrite: bool = False) -> str:
     """
     with open_raster(path) as src:
         is_mask = "GLNET_CLASSES" in src.tags()
-    write_preview(out, **{"mask" if is_mask else "scene": path}, overwrite=overwrite)
+    write_preview(out, mask=path if is_mask else None, scene=None if is_mask else path,
+                  overwrite=overwrite)
     return "mask" if is_mask else "scene"

@@ -271,9 +271,10 @@ class SceneReader:
             raise RasterError(f"{self.info.path}: reading rows {inside.row}-{inside.bottom}, "
                               f"columns {inside.col}-{inside.right} failed "
                               f"({_first_line(exc)})") from None
-        if self.info.nodata_declared and not math.isnan(self.info.nodata):
+        nodata = self.info.nodata
+        if self.info.nodata_declared and nodata is not None and not math.isnan(nodata):
             # As GDAL's nodata mask: a pixel counts when any chosen band differs.
-            ok &= (pixels != self.info.nodata).any(axis=0)
+            ok &= (pixels != nodata).any(axis=0)
         if pixels.dtype.kind == "f":
             ok &= np.isfinite(pixels).all(axis=0)
             pixels = np.where(np.isfinite(pixels), pixels, 0)

@@ -29,9 +29,9 @@ from rasterio.transform import Affine
 
 from glnet_cli.classes import IGNORE_INDEX, ClassTable
 from glnet_cli.errors import InputError, OutputError
-from glnet_cli.io.raster.creation_options import check_options, cog_options
 from glnet_cli.io.gdal_messages import GdalMessages, capture_gdal_messages, quiet_libtiff
 from glnet_cli.io.paths import write_failure
+from glnet_cli.io.raster.creation_options import check_options, cog_options
 from glnet_cli.io.raster.read import SceneInfo
 from glnet_cli.io.raster.readback import check_written
 from glnet_cli.io.raster.windows import TILE_SIZE, Box
@@ -189,6 +189,8 @@ class MaskWriter:
     def write(self, tile: FinishedTile) -> None:
         self._threads.add(threading.get_ident())
         window = tile.box.window
+        if self._mask is None:
+            raise ValueError("MaskWriter.write after finish() or close()")
         try:
             self._mask.write(tile.classes, 1, window=window)
         except _GDAL_ERRORS as exc:

@@ -48,7 +48,7 @@ class GeoJSONTextWriter(PolygonSink):
             self._put('{"type": "FeatureCollection", "features": [\n')
         return self
 
-    def write(self, geoms: Sequence[Any], class_id: int, class_name: str,
+    def write(self, geoms: Sequence[Any] | np.ndarray, class_id: int, class_name: str,
               areas: np.ndarray, perimeters: np.ndarray) -> np.ndarray:
         """Write polygons of one class as features; return a mask of those written."""
         moved, kept = self._reproject(np.asarray(geoms, dtype=object))

@@ -74,7 +74,7 @@ class VectorWriter(PolygonSink):
         self._class_names: dict[int, str] = {}
         self._counts: dict[int, int] = {}
         self._stack = contextlib.ExitStack()
-        self._partial: Optional[PartialFiles] = None
+        self._partial: PartialFiles  # the run's temp names, from __enter__ on
         self._tmp = ""
         self._staging = ""
         self._sink: Any = None
@@ -121,7 +121,7 @@ class VectorWriter(PolygonSink):
             return fiona.open(path, "w", driver=driver, schema=self.schema, layer=layer,
                               **({"crs": crs} if crs else {}), **options)
 
-    def write(self, geoms: Sequence[Any], class_id: int, class_name: str,
+    def write(self, geoms: Sequence[Any] | np.ndarray, class_id: int, class_name: str,
               areas: np.ndarray, perimeters: np.ndarray) -> np.ndarray:
         """Write polygons of one class, with their area and perimeter in the mask's CRS.
 
@@ -211,6 +211,7 @@ class VectorWriter(PolygonSink):
 
     def _verify(self) -> None:
         """Re-open the finished file: every layer holds what was written, to the last feature."""
+        expected: dict[Optional[str], int]  # by layer name; None: the file's only layer
         if self.layout == "layer-per-class" and self._class_names:
             expected = {layer: self._counts[class_id] for layer, class_id
                         in zip(self.layers, sorted(self._class_names))}
