@@ -8,8 +8,7 @@
 #   benchmarks/gpu_check.sh --dry    # a 1024 x 1024 scene, a tiny network, on the CPU:
 #                                    # proves the script runs; its numbers mean nothing
 #
-# Needs no internet. glnet is installed (pip install -e . --no-deps) when it is not
-# importable; rasterio and its small dependencies must be there already, or be wheels in
+# Needs no internet. glnet runs from this checkout (PYTHONPATH); rasterio and its small dependencies must be there already, or be wheels in
 # .whl/ (for a machine without them, fetch on one with internet, e.g. for Python 3.12:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
@@ -28,15 +27,14 @@ export PYTHONUNBUFFERED=1
 
 if ! "$python" -c "import rasterio" 2>/dev/null; then
   if compgen -G ".whl/*.whl" >/dev/null; then
-    "$python" -m pip install -q --no-index --no-deps --target /tmp/glnet-site .whl/*.whl
+    "$python" -m pip install -q --no-index --no-deps --upgrade --target /tmp/glnet-site .whl/*.whl
     export PYTHONPATH=/tmp/glnet-site${PYTHONPATH:+:$PYTHONPATH}
   fi
   "$python" -c "import rasterio" || {
     echo "gpu_check: rasterio is not importable and .whl/ holds no wheels for it (see the" \
          "header of $0)" >&2; exit 1; }
 fi
-if ! "$python" -c "import glnet_cli.inference.engine" 2>/dev/null; then
-  "$python" -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null ||
-    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-fi
+# The check runs as a script from benchmarks/, where the checkout is not on sys.path,
+# so name it explicitly rather than relying on an installed copy.
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 exec "$python" benchmarks/gpu_check.py
