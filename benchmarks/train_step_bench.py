@@ -6,9 +6,10 @@ Run from the project checkout, with the project installed in the active environm
     REF_DEPS="${TMPDIR:-/tmp}/refdeps" python benchmarks/train_step_bench.py "$(mktemp -d)"
 
 Options: --tile 1016 (tile side, px), --tiles 2 (tiles per batch), --size 508 (size_g = size_p),
---steps 3 (timed steps after one warm-up step), --stages 2,3. The defaults are the paper's setting:
+--steps 3 (timed steps after one warm-up step), --stages 2,3, --precision auto (glnet's side: what
+`glnet train` computes in here; fp32 for a like-for-like step). The defaults are the paper's setting:
 ResNet-50 FPN, size_g = size_p = 508, sub-batch 6, focal loss gamma 3 + 0.15 feature-map
-regulariser, Adam (weight decay 5e-4), fp32, on the CPU. A quick look: --tile 512 --size 256.
+regulariser, Adam (weight decay 5e-4), on the CPU; the reference in fp32. A quick look: --tile 512 --size 256.
 
 The batch is the same for both: TILES blocky random uint8 RGB tiles with blocky random labels
 (7 classes), the global view shrunk by PIL bilinear resize as the reference does, inputs / 255.
@@ -51,7 +52,7 @@ def peak_mb():
     for line in open('/proc/self/status'):
         if line.startswith('VmHWM:'):
             return int(line.split()[1]) / 1024
-def timed(step, steps):
+def timed(step, steps, **extra):
     # Wall and CPU (all threads) seconds of each step after the first (a warm-up).
     walls, cpus = [], []
     for _ in range(steps + 1):
@@ -60,7 +61,7 @@ def timed(step, steps):
         walls.append(time.perf_counter() - w)
         cpus.append(time.process_time() - c)
     print(json.dumps({'times': walls[1:], 'cpu': cpus[1:], 'loss': float(loss),
-                      'peak_mb': peak_mb()}))
+                      'peak_mb': peak_mb(), **extra}))
 """
 
 # The reference-layout weights ref_bench.py makes (its DET_WEIGHTS), for n classes.
@@ -93,11 +94,11 @@ sample = {'image': [Image.fromarray(i) for i in data['images']],
 timed(lambda: trainer.train(sample, model, global_fixed).item(), steps)
 """
 
-# argv: batch.npz, stage-1 file, full file, stage, size, steps, lr
+# argv: batch.npz, stage-1 file, full file, stage, size, steps, lr, precision
 GLNET_STEP = COMMON + r"""
 import functools
 from PIL import Image
-from glnet_cli.device import autocast
+from glnet_cli.device import autocast, resolve_precision
 from glnet_cli.evaluation.metrics import ConfusionMatrix
 from glnet_cli.inference.grid import crop_grid, top_lefts
 from glnet_cli.training.dataset import MIN_OVERLAP, Sample
@@ -129,14 +130,15 @@ optimizer = torch.optim.Adam(model.set_stage(stage), lr=lr, weight_decay=5e-4)
 loss_module = STAGE_LOSSES[stage](model, FocalLoss(gamma=3.0))
 model.stage = stage
 model.train()
-fp32 = functools.partial(autocast, device, 'fp32')
+precision = resolve_precision(device, sys.argv[8], training=True)
+cast = functools.partial(autocast, device, precision)
 scores = ConfusionMatrix(n_classes)
 
-def step():  # TrainingLoop._train_epoch's body, single process, fp32
+def step():  # TrainingLoop._train_epoch's body, single process
     optimizer.zero_grad(set_to_none=True)
-    units, inputs = step_inputs(stage, model, batch, device, sub_batch, fp32)
+    units, inputs = step_inputs(stage, model, batch, device, sub_batch, cast)
     for args in inputs:
-        with fp32():
+        with cast():
             loss, logits, target = loss_module(*args)
         loss.backward()
         loss.item()
@@ -144,7 +146,7 @@ def step():  # TrainingLoop._train_epoch's body, single process, fp32
     optimizer.step()
     return loss.item()
 
-timed(step, steps)
+timed(step, steps, precision=precision)
 """
 
 
@@ -193,6 +195,8 @@ def main():
     parser.add_argument("--size", type=int, default=508, help="size_g = size_p")
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     parser.add_argument("--stages", default="2,3")
+    parser.add_argument("--precision", default="auto",
+                        help="glnet's --precision (auto: what glnet train uses on this machine)")
     args = parser.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     src = reference_copy(args.workdir)
@@ -205,22 +209,23 @@ def main():
     npz = os.path.join(args.workdir, f"batch{args.tiles}x{args.tile}.npz")
     make_batch(npz, args.tiles, args.tile)
     print(f"{args.tiles} tiles of {args.tile} px, size_g = size_p = {args.size}, "
-          f"sub-batch {SUB_BATCH}, ResNet-50 FPN, fp32, median of {args.steps} steps after a "
-          "warm-up step", flush=True)
+          f"sub-batch {SUB_BATCH}, ResNet-50 FPN, median of {args.steps} steps after a "
+          f"warm-up step; the reference in fp32, glnet with --precision {args.precision}",
+          flush=True)
     header = f"{'stage':>5} | {'reference s/step':>16} | {'glnet s/step':>12} | {'speed':>6} | " \
              f"{'reference peak MB':>17} | {'glnet peak MB':>13}"
     rows, ok = [], True
     for stage in (int(s) for s in args.stages.split(",")):
         tail = [str(stage), str(args.size), str(args.steps), str(LR[stage])]
         ref = run([py, "-c", REF_STEP, src, npz, stage1, full, *tail], ref_env)
-        ours = run([py, "-c", GLNET_STEP, npz, stage1, full, *tail])
+        ours = run([py, "-c", GLNET_STEP, npz, stage1, full, *tail, args.precision])
         ref_s, our_s = statistics.median(ref["times"]), statistics.median(ours["times"])
         speed = ref_s / our_s
         ok = ok and speed >= 1.5 and ours["peak_mb"] <= ref["peak_mb"]
         rows.append(f"{stage:>5} | {ref_s:>16.2f} | {our_s:>12.2f} | {speed:>5.2f}x | "
                     f"{ref['peak_mb']:>17.0f} | {ours['peak_mb']:>13.0f}")
         for name, res in (("reference", ref), ("glnet", ours)):
-            print(f"stage {stage} {name}: wall s {[round(t, 2) for t in res['times']]}, "
+            print(f"stage {stage} {name} ({res.get('precision', 'fp32')}): wall s {[round(t, 2) for t in res['times']]}, "
                   f"CPU s {[round(t, 2) for t in res['cpu']]}, last loss {res['loss']:.4f}",
                   flush=True)
     print(header, "-" * len(header), *rows, sep="\n")
