@@ -5,11 +5,13 @@ Run from the project checkout, with the project installed in the active environm
     pip install --no-deps --target "${TMPDIR:-/tmp}/refdeps" opencv-python-headless pillow   # once
     REF_DEPS="${TMPDIR:-/tmp}/refdeps" python benchmarks/train_step_bench.py "$(mktemp -d)"
 
-Options: --tile 1016 (tile side, px), --tiles 2 (tiles per batch), --size 508 (size_g = size_p),
---steps 3 (timed steps after one warm-up step), --stages 2,3, --precision auto (glnet's side: what
-`glnet train` computes in here; fp32 for a like-for-like step). The defaults are the paper's setting:
-ResNet-50 FPN, size_g = size_p = 508, sub-batch 6, focal loss gamma 3 + 0.15 feature-map
-regulariser, Adam (weight decay 5e-4), on the CPU; the reference in fp32. A quick look: --tile 512 --size 256.
+Options: --tile 1024 (tile side, px), --tiles 2 (tiles per batch), --size 508 (size_g =
+size_p), --steps 3 (timed steps after one warm-up step), --stages 2,3, --precision auto (glnet's
+side: what `glnet train` computes in on this machine; fp32 for a like-for-like step). The
+defaults are the paper's setting: ResNet-50 FPN, size_g = size_p = 508, sub-batch 6, focal loss
+gamma 3 + 0.15 feature-map regulariser, Adam (weight decay 5e-4), on the CPU; the reference in
+fp32. A quick look: --tile 512 --size 256. (1016 px tiles with 508 px crops stop the reference:
+its last crop of the global feature map rounds one column past the edge.)
 
 The batch is the same for both: TILES blocky random uint8 RGB tiles with blocky random labels
 (7 classes), the global view shrunk by PIL bilinear resize as the reference does, inputs / 255.
@@ -190,7 +192,7 @@ def make_batch(path, tiles, side):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workdir")
-    parser.add_argument("--tile", type=int, default=1016, help="tile side in pixels")
+    parser.add_argument("--tile", type=int, default=1024, help="tile side in pixels")
     parser.add_argument("--tiles", type=int, default=2, help="tiles per batch")
     parser.add_argument("--size", type=int, default=508, help="size_g = size_p")
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
@@ -225,7 +227,8 @@ def main():
         rows.append(f"{stage:>5} | {ref_s:>16.2f} | {our_s:>12.2f} | {speed:>5.2f}x | "
                     f"{ref['peak_mb']:>17.0f} | {ours['peak_mb']:>13.0f}")
         for name, res in (("reference", ref), ("glnet", ours)):
-            print(f"stage {stage} {name} ({res.get('precision', 'fp32')}): wall s {[round(t, 2) for t in res['times']]}, "
+            print(f"stage {stage} {name} ({res.get('precision', 'fp32')}): "
+                  f"wall s {[round(t, 2) for t in res['times']]}, "
                   f"CPU s {[round(t, 2) for t in res['cpu']]}, last loss {res['loss']:.4f}",
                   flush=True)
     print(header, "-" * len(header), *rows, sep="\n")

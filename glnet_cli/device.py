@@ -54,19 +54,21 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
 def resolve_precision(device: torch.device, asked: str = "auto", training: bool = False) -> str:
     """The precision a run computes in: ``fp32``, ``fp16`` or ``bf16``.
 
-    ``auto`` picks the fastest one the device computes natively for inference:
-    bf16 on CUDA GPUs that support it (fp16 on older ones) and on CPUs with
-    AVX512-BF16 or AMX, fp32 elsewhere. Training keeps fp32 unless asked: its
-    loss scaling and convergence are a choice for the user. fp16 on the CPU is
-    refused: no CPU this runs on computes it natively, so it is slower than fp32.
+    ``auto`` picks the fastest one the device computes natively: bf16 on CUDA
+    GPUs that support it and on CPUs with AVX512-BF16 or AMX, fp32 elsewhere;
+    for inference, fp16 on older GPUs. Training takes bf16 the same way (it
+    keeps fp32's exponent range, so it needs no loss scaling) but fp16 only
+    when asked, since fp16 training depends on a gradient scaler. fp16 on the
+    CPU is refused: no CPU this runs on computes it natively, so it is slower
+    than fp32.
     """
     if asked not in PRECISIONS:
         raise InputError(f"--precision {asked}: use one of {', '.join(PRECISIONS)}")
     if asked == "auto":
-        if training:
-            return "fp32"
         if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            if torch.cuda.is_bf16_supported():
+                return "bf16"
+            return "fp32" if training else "fp16"
         return "bf16" if cpu_has_native_bf16() else "fp32"
     if asked == "fp16" and device.type == "cpu":
         raise InputError("--precision fp16: the CPU has no fast float16 arithmetic; use bf16, "

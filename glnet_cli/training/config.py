@@ -57,7 +57,8 @@ class TrainConfig:
     overwrite: bool = False
     seed: int = 0
     device: str = "auto"
-    #: ``auto`` resolves to fp32 in training (see resolve_precision); fp16 or bf16 on request.
+    #: ``auto``: bf16 where the device computes it natively, else fp32 (see
+    #: resolve_precision); fp16 only on request.
     precision: str = "auto"
     num_workers: int = 2
     color_jitter: Optional[bool] = None

@@ -54,7 +54,16 @@ def test_no_cpuinfo_means_no_native_bf16(tmp_path):
 def test_auto_on_the_cpu_is_bf16_only_where_native(monkeypatch, native, expected):
     monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: native)
     assert resolve_precision(CPU, "auto") == expected
-    assert resolve_precision(CPU, "auto", training=True) == "fp32"
+    assert resolve_precision(CPU, "auto", training=True) == expected
+
+
+@pytest.mark.parametrize("bf16, inference, training", [(True, "bf16", "bf16"),
+                                                        (False, "fp16", "fp32")])
+def test_auto_on_a_gpu_trains_in_fp16_only_when_asked(monkeypatch, bf16, inference, training):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    gpu = torch.device("cuda")
+    assert resolve_precision(gpu, "auto") == inference
+    assert resolve_precision(gpu, "auto", training=True) == training
 
 
 def test_explicit_precisions_are_kept_and_fp16_on_the_cpu_refused():

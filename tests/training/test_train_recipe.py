@@ -11,6 +11,7 @@ import torch
 
 from glnet_cli.classes import generic_table
 from glnet_cli.commands.train import DurationType
+from glnet_cli.device import resolve_precision
 from glnet_cli.errors import InputError
 from glnet_cli.evaluation.metrics import ConfusionMatrix
 from glnet_cli.io.model.checkpoint import load_model
@@ -128,7 +129,9 @@ def test_defaults_say_their_recipe_show_classes_and_write_pictures(tiles, tmp_pa
     assert result.exit_code == 0, result.output
     assert ("glnet: recipe auto for random weights: lr 0.001/0.001/0.0005, weight decay 0, "
             "cosine schedule with 5% warm-up, loss ce+dice, class weights auto, rare tiles "
-            "oversampled, colour jitter, local branch from the global one") in result.stderr
+            "oversampled, colour jitter, local branch from the global one; computing in "
+            f"{resolve_precision(torch.device('cpu'), 'auto', training=True)} on cpu") \
+        in result.stderr
     assert "training classes" in result.stderr and "class_2" in result.stderr
     lines = read_log(tmp_path / "m.metrics.jsonl")
     assert [(r["stage"], r["epoch"], r["stage_end"]) for r in lines] == [
