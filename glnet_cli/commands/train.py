@@ -85,12 +85,8 @@ def _show_start(setup: RunSetup) -> None:
     start = setup.info.provenance.get("pretrained")
     start = {None: "random", "none": "random", "imagenet": "ImageNet"}.get(
         start, os.path.basename(str(start)))
-    from glnet_cli.device import resolve_precision  # torch: only once a run is set up
-
-    device = setup.ctx.device
-    precision = resolve_precision(device, setup.config.precision, training=True)
-    click.echo(f"glnet: {setup.recipe.describe(start)}; computing in {precision} on "
-               f"{device.type}", err=True)
+    click.echo(f"glnet: {setup.recipe.describe(start)}; computing in {setup.precision} on "
+               f"{setup.ctx.device.type}", err=True)
     counts, weights = setup.counts, setup.class_weights
     columns = ("class", "pixels", "share", "tiles", "weight")
     rows = [(name, f"{counts.pixels[i]:,}", f"{counts.frequencies[i]:.2%}",

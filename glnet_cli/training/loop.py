@@ -81,7 +81,7 @@ class TrainingLoop:
         self.best_state = None
         if self.state.best_stage == self.state.stage:
             self.best_state = load_model(setup.files.best).model.state_dict()
-        self._autocast = functools.partial(autocast, self.ctx.device, self.config.precision)
+        self._autocast = functools.partial(autocast, self.ctx.device, setup.precision)
         weights = setup.class_weights
         self.criterion = build_loss(
             self.config.loss, None if weights is None else torch.tensor(
@@ -139,7 +139,7 @@ class TrainingLoop:
                            int(done.get("steps", done.get("last_epoch", 0))),
                            float(state.stage_seconds.get(number, 0.0)) if resuming else 0.0)
         scaler = torch.amp.GradScaler(
-            "cuda", enabled=cfg.precision == "fp16" and self.ctx.device.type == "cuda")
+            "cuda", enabled=self.setup.precision == "fp16" and self.ctx.device.type == "cuda")
         if resuming:
             if state.optimizer is None:  # every epoch's checkpoint holds one
                 raise InputError(f"{cfg.output}: holds no optimiser state to --resume")

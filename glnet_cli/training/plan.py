@@ -76,7 +76,7 @@ def _measure(setup: RunSetup, stage: int) -> StagePlan:
     optimizer = torch.optim.Adam(params, lr=cfg.lr[stage - 1])
     criterion = build_loss(cfg.loss, None, ignore_index=cfg.ignore_index).to(ctx.device)
     loss_module = STAGE_LOSSES[stage](model, criterion)
-    cast = functools.partial(autocast, ctx.device, cfg.precision)
+    cast = functools.partial(autocast, ctx.device, setup.precision)
     dataset = TileDataset(setup.train_tiles, setup.spec, crops=stage >= 2, train=True)
     batches = epoch_batches(len(dataset), cfg.batch_size, 0, cfg.seed)
     timed = []

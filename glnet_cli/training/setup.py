@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from glnet_cli.classes import ClassTable
+from glnet_cli.device import resolve_precision
 from glnet_cli.errors import DataError, GlnetWarning, InputError, PretrainedWeightsMissing
 from glnet_cli.io.model.checkpoint import ModelFile, ModelInfo, load_model
 from glnet_cli.io.paths import check_distinct, check_output
@@ -84,6 +85,12 @@ class RunSetup:
     tile_probabilities: Optional[np.ndarray]
     #: Seconds the set-up took: they count against --time-limit.
     seconds: float = 0.0
+
+    @property
+    def precision(self) -> str:
+        """What the run computes in: ``--precision`` with ``auto`` resolved for its device,
+        one answer for the start line, the training loop and the dry-run plan."""
+        return resolve_precision(self.ctx.device, self.config.precision, training=True)
 
 
 def prepare_run(config: TrainConfig, ctx: DistContext, show_download: bool) -> RunSetup:
