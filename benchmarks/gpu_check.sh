@@ -8,7 +8,8 @@
 #   benchmarks/gpu_check.sh --dry    # a 1024 x 1024 scene, a tiny network, on the CPU:
 #                                    # proves the script runs; its numbers mean nothing
 #
-# Needs no internet. glnet runs from this checkout (PYTHONPATH); rasterio and its small dependencies must be there already, or be wheels in
+# Needs no internet. glnet runs from this checkout (PYTHONPATH); rasterio and its small
+# dependencies must be there already, or be wheels in
 # .whl/ (for a machine without them, fetch on one with internet, e.g. for Python 3.12:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \

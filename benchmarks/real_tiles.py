@@ -84,7 +84,7 @@ def cut(plan: SplitPlan, out: str, data: str = DATA) -> tuple[str, str]:
             rasterio.open(os.path.join(src_dir, "mask.tif")) as mask:
         rows, cols = image.height // plan.tile, image.width // plan.tile
         labels = mask.read(1, window=Window(0, 0, cols * plan.tile, rows * plan.tile))
-        val = plan.choose_val(_tile_counts(labels, plan.tile, rows, cols))
+        val = plan.choose_val(_tile_counts(labels, plan.tile, rows, cols, mask.nodata))
         for row in range(rows):
             for col in range(cols):
                 window = Window(col * plan.tile, row * plan.tile, plan.tile, plan.tile)
@@ -95,11 +95,15 @@ def cut(plan: SplitPlan, out: str, data: str = DATA) -> tuple[str, str]:
     return folders["train"], folders["val"]
 
 
-def _tile_counts(labels: np.ndarray, tile: int, rows: int, cols: int) -> TileCounts:
-    blocks = labels.reshape(rows, tile, cols, tile).transpose(0, 2, 1, 3).reshape(rows, cols, -1)
+def _tile_counts(labels: np.ndarray, tile: int, rows: int, cols: int,
+                 nodata: float | None) -> TileCounts:
+    """Class pixel counts of each tile; nodata pixels are no class and are not counted."""
+    blocks = labels.reshape(rows, tile, cols, tile).transpose(0, 2, 1, 3).reshape(rows * cols, -1)
     top = int(labels.max()) + 1
-    return np.stack([np.bincount(block, minlength=top) for block in blocks.reshape(rows * cols, -1)]
-                    ).reshape(rows, cols, top)
+    counts = np.stack([np.bincount(block, minlength=top) for block in blocks])
+    if nodata is not None and 0 <= nodata < top:
+        counts[:, int(nodata)] = 0
+    return counts.reshape(rows, cols, top)
 
 
 def _write_window(src: rasterio.DatasetReader, window: Window, path: str) -> None:
