@@ -83,14 +83,11 @@ class RunSetup:
     class_weights: Optional[np.ndarray]
     #: Tile sampling probabilities (None: every tile once per epoch).
     tile_probabilities: Optional[np.ndarray]
+    #: ``--precision`` with ``auto`` resolved for the device: one answer for the start
+    #: line, the training loop and the dry-run plan.
+    precision: str
     #: Seconds the set-up took: they count against --time-limit.
     seconds: float = 0.0
-
-    @property
-    def precision(self) -> str:
-        """What the run computes in: ``--precision`` with ``auto`` resolved for its device,
-        one answer for the start line, the training loop and the dry-run plan."""
-        return resolve_precision(self.ctx.device, self.config.precision, training=True)
 
 
 def prepare_run(config: TrainConfig, ctx: DistContext, show_download: bool) -> RunSetup:
@@ -104,6 +101,8 @@ def prepare_run(config: TrainConfig, ctx: DistContext, show_download: bool) -> R
     """
     files = RunFiles.beside(config.output)
     given, start, state = _starting_point(config, ctx, files)
+    # Refused before the tiles are read or ImageNet weights are fetched.
+    precision = resolve_precision(ctx.device, given.precision, training=True)
     seed_everything(given.seed)
     known = start.info if start else None
     backbone, width, size_g, size_p = choose_architecture(given, known)
@@ -133,7 +132,7 @@ def prepare_run(config: TrainConfig, ctx: DistContext, show_download: bool) -> R
     # A resumed run records its options as they are now (with this run's runtime options).
     state = replace(state, config=config.to_plain()) if state else TrainingState(config.to_plain())
     return RunSetup(config, ctx, files, train_tiles, val_tiles, spec, model, info, state,
-                    recipe, counts, class_weights, probabilities)
+                    recipe, counts, class_weights, probabilities, precision)
 
 
 def _warn(message: str) -> None:

@@ -253,6 +253,19 @@ def test_imagenet_weights_are_downloaded_into_torchvisions_cache(tiles, tmp_path
     assert load_model(out).info.provenance["pretrained"] == "imagenet"
 
 
+def test_fp16_on_the_cpu_is_refused_before_imagenet_weights_are_fetched(tiles, tmp_path,
+                                                                        monkeypatch):
+    fetched = []
+    monkeypatch.setattr(torch.hub, "download_url_to_file",
+                        lambda url, *args, **kwargs: fetched.append(url))
+    result = run_glnet("train", "--tiles", tiles, "-o", tmp_path / "m.pt", *DEFAULT_START,
+                       "--precision", "fp16")
+    assert result.exit_code == 2
+    assert result.output == ("glnet: error: --precision fp16: the CPU has no fast float16 "
+                             "arithmetic; use bf16, fp32 or auto (or run on a CUDA GPU)\n")
+    assert fetched == [] and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_an_output_that_is_an_input_is_refused(tiles, tmp_path):
     first = tmp_path / "first.pt"
