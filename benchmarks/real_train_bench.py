@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -41,12 +41,23 @@ SCENE_ARGS = {
 VISIBLE_SHARE = 0.003
 
 
-def glnet(*args: str) -> subprocess.CompletedProcess:
+def glnet(*args: str) -> tuple[str, float]:
+    """Run ``python -m glnet_cli ARGS``: its standard output and its own peak memory (MB).
+
+    The peak is this process's alone (``wait4``), not the largest of every child so far,
+    which is what ``getrusage(RUSAGE_CHILDREN)`` would give for the second scene.
+    """
     command = [sys.executable, "-m", "glnet_cli", *args]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"failed ({done.returncode}): {shlex.join(command)}\n{done.stderr[-3000:]}")
-    return done
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if process.returncode != 0:
+            sys.exit(f"failed ({process.returncode}): {shlex.join(command)}\n"
+                     f"{err.read().decode(errors='replace')[-3000:]}")
+        return out.read().decode(), usage.ru_maxrss / 1024
 
 
 def stage_scores(log: str) -> dict[int, float]:
@@ -69,7 +80,7 @@ def score_masks(model: str, val: str, out: str) -> tuple[np.ndarray, np.ndarray]
         glnet("segment", os.path.join(val, "images", name), "-o", mask, "--model", model,
               "--device", "cpu", "--overwrite", "-q")
         scores = json.loads(glnet("evaluate", mask, os.path.join(val, "masks", name),
-                                  "--json", "-q").stdout)
+                                  "--json", "-q")[0])
         confusion = np.array(scores["confusion"], dtype=np.int64)
         total = confusion if total is None else _add(total, confusion)
     truth = total.sum(axis=1)
@@ -91,10 +102,10 @@ def run_scene(scene: str, workdir: str, minutes: float, extra: list[str]) -> dic
     train_dir, val_dir = cut(PLANS[scene], os.path.join(workdir, scene, "tiles"))
     model = os.path.join(workdir, scene, "model.pt")
     started = time.monotonic()
-    glnet("train", "--tiles", train_dir, "--val", val_dir, "-o", model, *SCENE_ARGS[scene],
-          "--time-limit", f"{minutes:g}m", "--device", "cpu", "--overwrite", "-q", *extra)
+    _, peak_mb = glnet("train", "--tiles", train_dir, "--val", val_dir, "-o", model,
+                       *SCENE_ARGS[scene], "--time-limit", f"{minutes:g}m", "--device", "cpu",
+                       "--overwrite", "-q", *extra)
     train_minutes = (time.monotonic() - started) / 60
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     stages = stage_scores(model.replace(".pt", ".metrics.jsonl"))
     iou, truth = score_masks(model.replace(".pt", ".best.pt"), val_dir,
                              os.path.join(workdir, scene, "masks"))
