@@ -35,7 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from real_tiles import DATA, PLANS, cut  # noqa: E402
 
-from models.losses import build_loss, class_weights_from_frequencies  # noqa: E402
+from glnet_cli.evaluation.metrics import ConfusionMatrix  # noqa: E402
+from models.losses import LOSS_NAMES, build_loss, class_weights_from_frequencies  # noqa: E402
 
 DEFAULT_RUNS = "dilated:ce,unet32:ce,unet64:ce,unet64:ce+dice,unet64:ce+lovasz,unet64:ce:inv"
 
@@ -122,17 +123,16 @@ class Ceiling:
 
     def score(self, net: nn.Module, images: torch.Tensor, masks: torch.Tensor
               ) -> tuple[float, dict[int, float]]:
-        """Mean IoU over the classes present in ``masks`` (class 0 counts only if present)."""
+        """Mean IoU over the classes present in ``masks``, as ``real_train_bench`` scores."""
         net.eval()
         with torch.no_grad():
             predicted = torch.cat([net(images[i:i + 16]).argmax(1)
                                    for i in range(0, len(images), 16)])
         net.train()
-        ious = {}
-        for label in range(self.classes):
-            truth, guess = masks == label, predicted == label
-            if truth.any():
-                ious[label] = float((truth & guess).sum() / (truth | guess).sum())
+        scores = ConfusionMatrix(self.classes)
+        scores.update(masks.cpu().numpy(), predicted.cpu().numpy())
+        present = np.flatnonzero(scores.matrix.sum(axis=1))
+        ious = {int(label): float(scores.iou[label]) for label in present}
         return float(np.mean(list(ious.values()))), ious
 
     def train(self, network: str, loss: str, inverse: bool, seconds: float, batch: int = 16,
@@ -168,13 +168,28 @@ class Ceiling:
                 "last": last, "train_last": train_last}
 
 
+def parse_runs(text: str) -> list[tuple[str, str, bool]]:
+    """``NETWORK:LOSS[:inv],...`` as (network, loss, inverse weights) triples."""
+    runs = []
+    for item in text.split(","):
+        network, loss, *weighting = item.split(":")
+        losses = loss.split("+")
+        if (network not in NETWORKS or weighting not in ([], ["inv"])
+                or not all(name in LOSS_NAMES for name in losses)):
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: want NETWORK:LOSS[:inv], networks {', '.join(NETWORKS)}, losses "
+                f"{', '.join(LOSS_NAMES)} (joined with +)")
+        runs.append((network, loss, weighting == ["inv"]))
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--scene", choices=sorted(PLANS), default="zion")
     parser.add_argument("--seconds", type=float, default=45.0, help="Training time per run.")
-    parser.add_argument("--runs", default=DEFAULT_RUNS,
+    parser.add_argument("--runs", type=parse_runs, default=DEFAULT_RUNS,
                         help="NETWORK:LOSS[:inv], comma-separated (networks: "
                              f"{', '.join(NETWORKS)}).")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -187,9 +202,7 @@ def main() -> None:
     print("| network | loss | weights | steps | best val mIoU (step) | last val mIoU "
           "| last train mIoU | per class IoU at best |")
     print("|---|---|---|---|---|---|---|---|")
-    for run in args.runs.split(","):
-        network, loss, *weighting = run.split(":")
-        inverse = weighting == ["inv"]
+    for network, loss, inverse in args.runs:
         result = ceiling.train(network, loss, inverse, args.seconds)
         per_class = " ".join(f"{c}:{iou:.2f}" for c, iou in result["best_ious"].items())
         weights = "1/f" if inverse else "auto"
